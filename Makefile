@@ -1,0 +1,37 @@
+# `make run` and `make test` each set up .venv themselves (idempotent).
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# Small head-to-head of the six built-in strategies on the offline digits task.
+RUN_ARGS ?= --strategies grid,random,optuna,hyperopt,hyperband,asha \
+            --space search_spaces/digits_mlp.yaml --budget-epochs 24 --seeds 1
+
+.PHONY: run test lint typecheck unit venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m tune_app compare $(RUN_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check tune_app tests benchmarks
+	$(PY) -m ruff format --check tune_app tests benchmarks
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+unit: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+test: lint typecheck
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

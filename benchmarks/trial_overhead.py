@@ -1,0 +1,117 @@
+"""Per-trial overhead: Ray Train worker groups vs in-trial execution vs bare compute.
+
+Runs the same random search (same seed, same configs) on the digits task with
+``num_workers=1`` (a Ray Train TorchTrainer per trial) and ``num_workers=0`` (the
+loop inside the Tune trial), alternating, on one local Ray, and prints wall time
+per trial and the ratio to the bare compute (the same trials trained in a plain
+loop in this process, divided by the concurrency).
+
+    .venv/bin/python benchmarks/trial_overhead.py --trials 6 --epochs 2 --repeats 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+from tune_app import run_search
+from tune_app.placement import ensure_ray
+from tune_app.tasks.digits_mlp import DigitsMLP
+from tune_app.tasks.loop import TrialSpec, train
+
+
+class _Null:
+    rank, world_size = 0, 1
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        pass
+
+    def checkpoint_dir(self) -> None:
+        return None
+
+    def broadcast(self, value: Any) -> Any:
+        return value
+
+
+def main() -> None:
+    """Run the benchmark and print a table."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--cpus", type=int, default=2)
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="overhead-"))
+    space = tmp / "space.yaml"
+    space.write_text(
+        json.dumps(
+            {
+                "task": "digits_mlp",
+                "metric": "val_accuracy",
+                "mode": "max",
+                "max_epochs": args.epochs,
+                "params": {
+                    "lr": {"type": "loguniform", "low": 1e-3, "high": 0.1},
+                    "hidden": {"type": "int", "low": 16, "high": 64},
+                },
+            }
+        )
+    )
+    ensure_ray(num_cpus=args.cpus)
+    budget = args.trials * args.epochs
+    walls: dict[str, list[float]] = {
+        "in-trial (num_workers=0)": [],
+        "ray-train (num_workers=1)": [],
+    }
+    configs: list[dict[str, Any]] = []
+    for rep in range(args.repeats):
+        order = list(walls) if rep % 2 == 0 else list(reversed(walls))
+        for label in order:
+            start = time.perf_counter()
+            result = run_search(
+                "random",
+                space,
+                budget_epochs=budget,
+                max_trials=args.trials,
+                seed=0,
+                num_workers=0 if "0" in label else 1,
+                tracking_uri=f"sqlite:///{tmp}/m.db",
+                storage_path=tmp / "runs",
+                verbose=False,
+            )
+            walls[label].append(time.perf_counter() - start)
+            configs = [
+                {k[len("config.") :]: v for k, v in row.items() if k.startswith("config.")}
+                for row in result.trials.to_dict("records")
+            ]
+    spec = TrialSpec(task=DigitsMLP(), seed=0, max_epochs=args.epochs, num_workers=0)
+    start = time.perf_counter()
+    for cfg in configs:
+        train(cfg, spec, "bare", _Null())
+    bare = (time.perf_counter() - start) / args.cpus  # ideal: trials spread over CPUs
+    print(
+        f"\n{args.trials} trials x {args.epochs} epochs, {args.cpus} CPUs, "
+        f"{args.repeats} repeat(s), alternating order"
+    )
+    print(f"{'mode':<28}{'wall s (mean)':>14}{'s / trial':>11}{'wall / bare':>13}")
+    print(
+        f"{'bare compute / CPUs':<28}{bare:>14.1f}{bare * args.cpus / args.trials:>11.2f}"
+        f"{1.0:>13.1f}"
+    )
+    means = {k: sum(v) / len(v) for k, v in walls.items()}
+    for label, mean in means.items():
+        print(f"{label:<28}{mean:>14.1f}{mean / args.trials:>11.2f}{mean / bare:>13.1f}")
+    a, b = means.values()
+    print(f"ratio ray-train / in-trial: {b / a:.2f}")
+
+
+if __name__ == "__main__":
+    main()

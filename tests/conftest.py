@@ -1,0 +1,127 @@
+"""Shared fixtures: one local Ray cluster per test session, on 127.0.0.1 only.
+
+The session starts a real head node with ``ray start`` (token authentication on,
+as Ray 2.60 enables it by default) and connects the test process to it, so the
+in-process searches and the ``ray job submit`` test share one Ray instance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ.pop("RAY_ADDRESS", None)
+
+REPO = Path(__file__).resolve().parents[1]
+DIGITS = REPO / "search_spaces" / "digits_mlp.yaml"
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ray_env() -> dict[str, str]:
+    """Environment for Ray CLI calls: loopback only, token auth sent."""
+    from tune_app.tasks.loop import TRAIN_ENV_DEFAULTS
+
+    env = {**os.environ, **TRAIN_ENV_DEFAULTS}
+    env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="token")
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+@dataclass(frozen=True)
+class LocalCluster:
+    """Addresses of the session's Ray head."""
+
+    gcs_address: str
+    dashboard_url: str
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[LocalCluster]:
+    """Start a Ray head on 127.0.0.1 and connect this process to it."""
+    import ray
+
+    gcs_port, dash_port = free_port(), free_port()
+    subprocess.run([RAY, "stop", "--force"], env=ray_env(), capture_output=True, check=False)
+    cmd = [
+        RAY,
+        "start",
+        "--head",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--port",
+        str(gcs_port),
+        "--num-cpus",
+        "2",
+        "--include-dashboard",
+        "true",
+        "--dashboard-host",
+        "127.0.0.1",
+        "--dashboard-port",
+        str(dash_port),
+        "--disable-usage-stats",
+    ]
+    subprocess.run(cmd, env=ray_env(), check=True, capture_output=True, timeout=180)
+    try:
+        ray.init(address=f"127.0.0.1:{gcs_port}", log_to_driver=False)
+        yield LocalCluster(f"127.0.0.1:{gcs_port}", f"http://127.0.0.1:{dash_port}")
+    finally:
+        ray.shutdown()
+        subprocess.run(
+            [RAY, "stop", "--force"], env=ray_env(), capture_output=True, check=False, timeout=120
+        )
+
+
+@pytest.fixture(scope="session")
+def ray_session(ray_cluster: LocalCluster) -> LocalCluster:
+    """Alias: tests that only need *a* Ray."""
+    return ray_cluster
+
+
+@pytest.fixture(scope="session")
+def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The session's SQLite MLflow store (created once: its migrations take seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture()
+def small_space(tmp_path: Path) -> Path:
+    """A 2-config grid of digits_mlp with a 2-epoch cap (fast integration runs)."""
+    data = {
+        "name": "digits_small",
+        "task": "digits_mlp",
+        "metric": "val_accuracy",
+        "mode": "max",
+        "max_epochs": 2,
+        "params": {
+            "lr": {"type": "loguniform", "low": 1e-3, "high": 0.1, "boxes": [0.003, 0.03]},
+            "hidden": {"type": "int", "low": 16, "high": 64, "boxes": [32]},
+        },
+        "fixed": {"layers": 1, "batch_size": 64},
+    }
+    path = tmp_path / "digits_small.yaml"
+    path.write_text(json.dumps(data))  # JSON is YAML
+    return path
+
+
+def have(cmd: str) -> bool:
+    """Whether ``cmd`` is on PATH."""
+    return shutil.which(cmd) is not None

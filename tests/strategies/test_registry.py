@@ -1,0 +1,67 @@
+"""Registry resolution, composition and option validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import DIGITS
+from tune_app import spaces, strategies
+from tune_app.errors import ConfigError
+
+SPACE = spaces.load(DIGITS)
+
+
+def test_presets_resolve() -> None:
+    assert strategies.resolve("asha") == strategies.Strategy("random", "asha")
+    assert strategies.resolve("optuna", "asha").label == "optuna+asha"
+    assert strategies.resolve("grid").scheduler is None
+    assert set(strategies.REGISTRY) >= {"grid", "random", "optuna", "hyperopt", "hyperband", "asha"}
+
+
+@pytest.mark.parametrize(
+    ("strategy", "scheduler", "needle"),
+    [
+        ("bayes", None, "unknown strategy 'bayes'; valid: grid, random"),
+        ("optuna", "median", "unknown scheduler 'median'"),
+        ("optuna", "grid", "is a searcher, not a scheduler"),
+        ("asha", "hyperband", "already a scheduler preset"),
+    ],
+)
+def test_bad_names_list_valid_ones(strategy: str, scheduler: str | None, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        strategies.resolve(strategy, scheduler)
+
+
+@pytest.mark.parametrize("name", strategies.names("scheduler"))
+def test_schedulers_build_on_the_epoch_axis(name: str) -> None:
+    sched = strategies.build_scheduler(name, SPACE, "val_accuracy", "max", 0)
+    assert sched.metric == "val_accuracy"
+    assert strategies.min_trial_epochs(strategies.resolve(name), SPACE) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "needle"),
+    [
+        ("optuna", {"n_startup": 3}, r"unknown option\(s\) \['n_startup'\]; valid options: "),
+        ("optuna", {"n_startup_trials": -1}, "must be an integer >= 0"),
+        ("hyperopt", {"gamma": 2.0}, "'gamma' must be in"),
+        ("random", {"x": 1}, r"valid options: \(none\)"),
+        ("grid", {"shuffle": "yes"}, "'shuffle' must be true or false"),
+    ],
+)
+def test_unknown_or_bad_options_are_errors(name: str, options: dict, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        strategies.build_searcher(name, SPACE, "val_accuracy", "max", 0, options)
+
+
+def test_bad_scheduler_options() -> None:
+    with pytest.raises(ConfigError, match="grace_period"):
+        strategies.build_scheduler("asha", SPACE, "val_accuracy", "max", 0, {"grace_period": 0})
+    with pytest.raises(ConfigError, match="unknown option"):
+        strategies.build_scheduler("hyperband", SPACE, "val_accuracy", "max", 0, {"eta": 3})
+
+
+def test_hyperband_has_hyperbands_bracket_count() -> None:
+    sched = strategies.build_scheduler("hyperband", SPACE, "val_accuracy", "max", 0)
+    # max_epochs 3, eta 3: brackets with grace periods 1 and 3.
+    assert len(sched._brackets) == 2  # type: ignore[attr-defined]

@@ -1,0 +1,142 @@
+"""Every preset end to end on digits_mlp over Ray Train workers, tracked in MLflow."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.user_tasks import Exploding
+from tune_app import compare, run_search, strategies
+from tune_app.api import SearchResult
+from tune_app.tracking import PARENT_TAG, TRIAL_TAG
+
+pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.slow]
+BUDGET = 4
+
+
+def children(uri: str, result: SearchResult) -> list:
+    client = MlflowClient(uri)
+    return client.search_runs(
+        [result.experiment_id], f"tags.`{PARENT_TAG}` = '{result.mlflow_run_id}'"
+    )
+
+
+def check_tracking(uri: str, result: SearchResult) -> None:
+    client = MlflowClient(uri)
+    kids = children(uri, result)
+    assert len(kids) == len(result.trials)
+    assert {k.data.tags[TRIAL_TAG] for k in kids} == set(result.trials.trial_id)
+    epochs = 0
+    for kid in kids:
+        hist = client.get_metric_history(kid.info.run_id, "val_accuracy")
+        assert [m.step for m in hist] == list(range(1, len(hist) + 1))
+        epochs += len(hist)
+        assert kid.info.status == "FINISHED"
+    assert epochs == result.epochs_spent
+    curve = client.get_metric_history(result.mlflow_run_id, "best_val_accuracy")
+    values = [m.value for m in sorted(curve, key=lambda m: m.step)]
+    assert values == sorted(values)  # best-so-far never gets worse
+    assert values[-1] == pytest.approx(result.best_metric)
+    parent = client.get_run(result.mlflow_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["tune_app.strategy"] == result.strategy
+    assert "trials.parquet" in {a.path for a in client.list_artifacts(result.mlflow_run_id)}
+
+
+@pytest.mark.parametrize("strategy", strategies.names())
+def test_preset_end_to_end(
+    strategy: str, small_space: Path, tracking_uri: str, tmp_path: Path
+) -> None:
+    result = run_search(
+        strategy,
+        small_space,
+        budget_epochs=BUDGET,
+        seed=0,
+        tracking_uri=tracking_uri,
+        storage_path=tmp_path / "runs",
+        verbose=False,
+    )
+    assert result.epochs_spent == BUDGET  # the budget is used up, never exceeded
+    assert result.trials.epochs.sum() == BUDGET
+    measured = result.history["val_accuracy"].dropna()
+    assert result.best_metric == pytest.approx(measured.max())
+    assert 0.2 < result.best_metric <= 1.0  # real training, well above chance (0.1)
+    assert result.best_config and set(result.best_config) == {"lr", "hidden"}
+    assert (Path(result.storage_path) / "trials.parquet").exists()
+    check_tracking(tracking_uri, result)
+
+
+def test_searcher_and_scheduler_compose(small_space: Path, tracking_uri: str, tmp_path: Path):
+    result = run_search(
+        "optuna",
+        small_space,
+        scheduler="asha",
+        budget_epochs=BUDGET,
+        seed=1,
+        tracking_uri=tracking_uri,
+        storage_path=tmp_path,
+        verbose=False,
+    )
+    assert result.strategy == "optuna+asha"
+    assert result.epochs_spent == BUDGET
+    check_tracking(tracking_uri, result)
+
+
+def test_user_task_in_trial_mode(small_space: Path, tracking_uri: str, tmp_path: Path) -> None:
+    result = run_search(
+        "random",
+        small_space,
+        task="tests.user_tasks:Blobs",
+        budget_epochs=BUDGET,
+        num_workers=0,
+        max_trials=2,
+        tracking_uri=tracking_uri,
+        storage_path=tmp_path,
+        verbose=False,
+    )
+    assert len(result.trials) == 2
+    assert result.best_metric > 0.8  # separable blobs
+
+
+def test_diverging_trials_do_not_crash_the_search(
+    small_space: Path, tracking_uri: str, tmp_path: Path
+) -> None:
+    result = run_search(
+        "random",
+        small_space,
+        task=Exploding(),
+        budget_epochs=BUDGET,
+        num_workers=0,
+        max_trials=2,
+        tracking_uri=tracking_uri,
+        storage_path=tmp_path,
+        verbose=False,
+    )
+    assert len(result.trials) == 2
+    assert result.trials.diverged.all()
+    assert math.isnan(result.best_metric)
+    statuses = {k.data.tags["tune_app.status"] for k in children(tracking_uri, result)}
+    assert statuses == {"DIVERGED"}
+
+
+def test_compare_nests_search_runs(small_space: Path, tracking_uri: str, tmp_path: Path):
+    comparison = compare(
+        ["random", "grid"],
+        small_space,
+        seeds=[0],
+        budget_epochs=BUDGET,
+        num_workers=0,
+        tracking_uri=tracking_uri,
+        storage_path=tmp_path,
+        verbose=False,
+    )
+    table = comparison.table()
+    assert list(table.strategy) == ["random", "grid"]
+    client = MlflowClient(tracking_uri)
+    for result in comparison.results:
+        run = client.get_run(result.mlflow_run_id)
+        assert run.data.tags[PARENT_TAG] == comparison.mlflow_run_id
+        assert len(children(tracking_uri, result)) == len(result.trials)

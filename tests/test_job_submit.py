@@ -1,0 +1,84 @@
+"""`ray job submit` for real: the CLI as a job on the session's Ray head."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import RAY, REPO, LocalCluster, ray_env
+from tune_app.tracking import PARENT_TAG
+
+pytestmark = pytest.mark.slow
+
+
+def job_cli(cluster: LocalCluster, *args: str, timeout: float = 120) -> str:
+    proc = subprocess.run(
+        [RAY, "job", *args, "--address", cluster.dashboard_url],
+        env=ray_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_ray_job_submit_runs_a_search(
+    ray_cluster: LocalCluster, small_space: Path, tmp_path: Path
+) -> None:
+    db = tmp_path / "job-mlflow.db"
+    runtime_env = {"env_vars": {"RAY_AIR_NEW_OUTPUT": "0"}}
+    out = job_cli(
+        ray_cluster,
+        "submit",
+        "--no-wait",
+        "--working-dir",
+        ".",
+        "--runtime-env-json",
+        json.dumps(runtime_env),
+        "--",
+        "python",
+        "-m",
+        "tune_app",
+        "run",
+        "--strategy",
+        "random",
+        "--space",
+        str(small_space),
+        "--budget-epochs",
+        "4",
+        "--tracking-uri",
+        f"sqlite:///{db}",
+        "--storage-path",
+        str(tmp_path / "runs"),
+        "--experiment",
+        "job-submit",
+    )
+    job_id = next(w for w in out.split() if w.startswith("raysubmit_"))
+    deadline = time.monotonic() + 400
+    status = ""
+    while time.monotonic() < deadline:
+        status = job_cli(ray_cluster, "status", job_id)
+        if any(s in status for s in ("SUCCEEDED", "FAILED", "STOPPED")):
+            break
+        time.sleep(3)
+    logs = job_cli(ray_cluster, "logs", job_id)
+    assert "SUCCEEDED" in status, logs[-3000:]
+    assert "best val_accuracy" in logs
+
+    client = MlflowClient(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("job-submit")
+    assert exp is not None
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if PARENT_TAG not in r.data.tags]
+    kids = [r for r in runs if PARENT_TAG in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert kids and all(k.data.tags[PARENT_TAG] == parents[0].info.run_id for k in kids)
+    assert sum(len(client.get_metric_history(k.info.run_id, "val_accuracy")) for k in kids) == 4

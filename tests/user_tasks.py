@@ -1,0 +1,43 @@
+"""Small user-defined tasks used by the tests (importable as ``tests.user_tasks``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset
+
+from tune_app.tasks import ClassificationTask
+
+
+class Blobs(ClassificationTask):
+    """Two Gaussian blobs in 2-D: a user task that learns in one epoch."""
+
+    name = "blobs"
+
+    def load_data(self, config: Mapping[str, Any], seed: int) -> tuple[Dataset, Dataset]:
+        g = torch.Generator().manual_seed(seed)
+        y = torch.randint(0, 2, (400,), generator=g)
+        x = torch.randn(400, 2, generator=g) + 3.0 * y[:, None].float()
+        return TensorDataset(x[:300], y[:300]), TensorDataset(x[300:], y[300:])
+
+    def build_model(self, config: Mapping[str, Any]) -> nn.Module:
+        return nn.Sequential(
+            nn.Linear(2, int(config.get("hidden", 8))),
+            nn.ReLU(),
+            nn.Linear(int(config.get("hidden", 8)), 2),
+        )
+
+
+class Exploding(Blobs):
+    """A task whose loss is always infinite: every trial diverges."""
+
+    name = "exploding"
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return super().loss(output, target) * float("inf")
+
+
+BLOBS = Blobs()

@@ -1,0 +1,30 @@
+"""tune_app: compare and run hyperparameter search strategies on Ray, tracked in MLflow."""
+
+from __future__ import annotations
+
+import os
+
+# Ray reads this when it is first imported: a local Ray started by this process
+# then listens on 127.0.0.1 only. Drivers started by `ray job submit` (RAY_ADDRESS
+# set) keep the cluster's own address; set it to 1 yourself to reach a remote cluster.
+if "RAY_ADDRESS" not in os.environ:
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# Ray 2.60 turns token authentication on; keep it, and send the token when
+# connecting to an existing cluster (~/.ray/auth_token or $RAY_AUTH_TOKEN).
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+from tune_app.api import Comparison, SearchResult, compare, run_search
+from tune_app.errors import ConfigError, SpaceError, TaskError, TrackingError, TuneAppError
+
+__all__ = [
+    "Comparison",
+    "ConfigError",
+    "SearchResult",
+    "SpaceError",
+    "TaskError",
+    "TrackingError",
+    "TuneAppError",
+    "compare",
+    "run_search",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,185 @@
+"""The epoch budget, and lockstep between trials and the scheduler.
+
+An :class:`EpochLedger` actor grants epochs ``(trial_id, epoch)`` until the
+budget (total training epochs across all trials) is held. The searcher reserves
+a trial's first epoch before proposing it, so every trial that starts gets to
+train; rank 0 of the trial asks for each later epoch before training it, so
+concurrent trials never overspend, and a retried epoch is not charged twice.
+
+Ray Train reports asynchronously: without care a fast trial runs several epochs
+ahead of the scheduler's decision to stop or pause it. With a scheduler, the run
+is in *lockstep*: :class:`DecisionTap` records each decision in the ledger, and
+epoch ``k+1`` is granted only after the scheduler has seen epoch ``k`` and said
+CONTINUE (STOP refuses it; PAUSE makes the trial wait until Tune pauses it).
+:class:`BudgetCallback` settles finished trials: any grant beyond the last
+reported epoch goes back to the pool, so the budget counts recorded epochs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune.schedulers import TrialScheduler
+
+GRANTED, REFUSED, WAIT = "granted", "refused", "wait"
+
+
+class EpochLedger:
+    """Grants epochs until ``budget`` are held; settled trials return unused grants."""
+
+    def __init__(self, budget: int, lockstep: bool = False) -> None:
+        self.budget = budget
+        self.lockstep = lockstep
+        self.granted: dict[str, set[int]] = {}
+        self.open: set[str] = set()
+        self.decisions: dict[str, tuple[int, str]] = {}
+
+    def acquire(self, trial_id: str, epoch: int) -> str:
+        """GRANTED, REFUSED or WAIT for ``epoch`` of ``trial_id`` (idempotent)."""
+        held = self.granted.setdefault(trial_id, set())
+        if epoch in held:
+            return GRANTED
+        if self.lockstep and epoch > 1:
+            seen, decision = self.decisions.get(trial_id, (0, TrialScheduler.CONTINUE))
+            if seen < epoch - 1 or decision == TrialScheduler.PAUSE:
+                return WAIT
+            if decision == TrialScheduler.STOP:
+                return REFUSED
+        if self.spent() >= self.budget:
+            return REFUSED
+        held.add(epoch)
+        self.open.add(trial_id)
+        return GRANTED
+
+    def decide(self, trial_id: str, epoch: int, decision: str) -> None:
+        """Record the scheduler's decision after ``epoch`` of ``trial_id``."""
+        self.decisions[trial_id] = (epoch, decision)
+
+    def restart(self, trial_id: str, reported_epochs: int) -> None:
+        """A (re)started trial may train the epoch after its last reported one."""
+        self.decisions[trial_id] = (reported_epochs, TrialScheduler.CONTINUE)
+
+    def settle(self, trial_id: str, reported_epochs: int) -> None:
+        """A trial ended after reporting ``reported_epochs``: release later grants."""
+        held = self.granted.get(trial_id, set())
+        self.granted[trial_id] = {e for e in held if e <= reported_epochs}
+        self.open.discard(trial_id)
+
+    def spent(self) -> int:
+        """Epochs granted and not released."""
+        return sum(len(v) for v in self.granted.values())
+
+    def state(self) -> tuple[int, bool]:
+        """``(free epochs, whether any running trial still holds grants)``."""
+        return self.budget - self.spent(), bool(self.open)
+
+
+def start_ledger(budget: int, lockstep: bool = False) -> Any:
+    """Start the ledger as a zero-CPU Ray actor and return its handle."""
+    return ray.remote(num_cpus=0)(EpochLedger).remote(budget, lockstep)
+
+
+def wait_for_epoch(ledger: Any, trial_id: str, epoch: int, timeout_s: float = 3600.0) -> bool:
+    """Block until ``epoch`` is granted (True) or refused (False)."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.01
+    while True:
+        answer = ray.get(ledger.acquire.remote(trial_id, epoch))
+        if answer != WAIT:
+            return bool(answer == GRANTED)
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)
+
+
+class BudgetCallback(tune.Callback):
+    """Driver side: re-arms trials when they (re)start and settles them at the end."""
+
+    def __init__(self, ledger: Any) -> None:
+        self.ledger = ledger
+        self.reported: dict[str, int] = {}
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """Let a (re)started trial continue from its checkpoint."""
+        ray.get(self.ledger.restart.remote(trial.trial_id, self.reported.get(trial.trial_id, 0)))
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
+        """Remember the trial's latest reported epoch."""
+        if "epoch" in result:
+            self.reported[trial.trial_id] = max(
+                self.reported.get(trial.trial_id, 0), int(result["epoch"])
+            )
+
+    def _settle(self, trial: Any) -> None:
+        ray.get(self.ledger.settle.remote(trial.trial_id, self.reported.get(trial.trial_id, 0)))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """Release grants past the last report."""
+        self._settle(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """Release grants past the last report."""
+        self._settle(trial)
+
+
+class DecisionTap(TrialScheduler):
+    """Wraps a Tune scheduler and records each of its decisions in the ledger."""
+
+    def __init__(self, scheduler: TrialScheduler, ledger: Any) -> None:
+        self.scheduler = scheduler
+        self.ledger = ledger
+        self._supports_buffered_results = scheduler.supports_buffered_results
+
+    @property
+    def metric(self) -> Any:
+        """The wrapped scheduler's metric."""
+        return self.scheduler.metric
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        """Forward."""
+        return self.scheduler.set_search_properties(metric, mode, **spec)
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        """Forward."""
+        self.scheduler.on_trial_add(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        """Forward."""
+        self.scheduler.on_trial_error(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        """Forward, and tell the ledger what was decided for this epoch."""
+        decision: str = self.scheduler.on_trial_result(tune_controller, trial, result)
+        if "epoch" in result:
+            self.ledger.decide.remote(trial.trial_id, int(result["epoch"]), decision)
+        return decision
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
+        """Forward."""
+        self.scheduler.on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        """Forward."""
+        self.scheduler.on_trial_remove(tune_controller, trial)
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        """Forward."""
+        return self.scheduler.choose_trial_to_run(tune_controller)
+
+    def debug_string(self) -> str:
+        """Forward."""
+        return self.scheduler.debug_string()
+
+    def save(self, checkpoint_path: str) -> None:
+        """Forward."""
+        self.scheduler.save(checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Forward."""
+        self.scheduler.restore(checkpoint_path)

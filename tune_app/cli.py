@@ -1,0 +1,253 @@
+"""Command line: ``tune-app`` / ``python -m tune_app`` (also the ``ray job submit`` entry).
+
+Bad input prints one line on stderr and exits with status 2; nothing is started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line on stderr and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def _options(pairs: Sequence[str] | None, flag: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(_fail(f"{flag} takes KEY=VALUE, got {pair!r}"))
+        try:
+            out[key] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            out[key] = raw
+    return out
+
+
+def _fail(message: str) -> int:
+    print(f"tune-app: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--space",
+        default="search_spaces/digits_mlp.yaml",
+        help="search-space YAML file (default: %(default)s)",
+    )
+    p.add_argument("--scheduler", help="scheduler to combine with the searcher (e.g. asha)")
+    p.add_argument("--task", help="task name or module:attr (default: the space's task)")
+    p.add_argument(
+        "--budget-epochs",
+        type=int,
+        default=24,
+        help="total training epochs across all trials (default: %(default)s)",
+    )
+    p.add_argument("--max-trials", type=int, help="cap on the number of trials")
+    p.add_argument("--time-budget-s", type=float, help="wall-clock cap in seconds")
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        default=1,
+        help="Ray Train workers per trial; 0 runs inside the trial (default: 1)",
+    )
+    p.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        help="GPUs per worker (fractions pack trials; default: 1 if GPUs exist)",
+    )
+    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--max-concurrent", type=int, help="cap on trials running at once")
+    p.add_argument(
+        "--max-failures",
+        type=int,
+        default=1,
+        help="worker-group restarts per trial after a failure (default: 1)",
+    )
+    p.add_argument("--address", help="Ray address (default: $RAY_ADDRESS or embedded local)")
+    p.add_argument(
+        "--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)"
+    )
+    p.add_argument("--experiment", help="MLflow experiment name (default: <task>-<space>)")
+    p.add_argument("--storage-path", help="run state directory (default: ./tune_runs)")
+    p.add_argument(
+        "--opt",
+        action="append",
+        metavar="KEY=VALUE",
+        help="searcher option (repeatable); see `tune-app strategies`",
+    )
+    p.add_argument(
+        "--scheduler-opt",
+        action="append",
+        metavar="KEY=VALUE",
+        help="scheduler option (repeatable)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``tune-app`` argument parser."""
+    from tune_app.strategies import REGISTRY
+
+    parser = _Parser(prog="tune-app", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run one search")
+    run.add_argument("--strategy", required=True, choices=list(REGISTRY))
+    run.add_argument("--seed", type=int, default=0)
+    _search_args(run)
+
+    cmp = sub.add_parser("compare", help="run several strategies x seeds on one budget")
+    cmp.add_argument(
+        "--strategies",
+        default=",".join(REGISTRY),
+        help="comma-separated strategy names (default: all)",
+    )
+    cmp.add_argument("--seeds", type=int, default=1, help="number of seeds 0..N-1")
+    _search_args(cmp)
+
+    sub.add_parser("strategies", help="list the strategies")
+    spaces = sub.add_parser("spaces", help="list search spaces, or validate one file")
+    spaces.add_argument("file", nargs="?", help="a space file to validate")
+    spaces.add_argument("--dir", default="search_spaces")
+    return parser
+
+
+def _search_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "scheduler": args.scheduler,
+        "task": args.task,
+        "max_trials": args.max_trials,
+        "time_budget_s": args.time_budget_s,
+        "num_workers": args.num_workers,
+        "gpus_per_worker": args.gpus_per_worker,
+        "cpus_per_worker": args.cpus_per_worker,
+        "max_concurrent": args.max_concurrent,
+        "max_failures": args.max_failures,
+        "address": args.address,
+        "storage_path": args.storage_path,
+        "strategy_options": _options(args.opt, "--opt"),
+        "scheduler_options": _options(args.scheduler_opt, "--scheduler-opt"),
+        "verbose": not args.quiet,
+    }
+
+
+def _print_table(rows: Any) -> None:
+    import pandas as pd
+
+    with pd.option_context(
+        "display.max_columns", None, "display.width", 160, "display.float_format", "{:.4f}".format
+    ):
+        print(rows.to_string(index=False))
+
+
+def _mlflow_hint(uri: str) -> str:
+    if uri.startswith("sqlite:"):
+        return f"mlflow ui --host 127.0.0.1 --backend-store-uri {uri}"
+    return f"open {uri} in a browser" if uri.startswith("http") else f"mlflow ui ({uri})"
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from tune_app.api import run_search
+
+    result = run_search(
+        args.strategy,
+        args.space,
+        budget_epochs=args.budget_epochs,
+        seed=args.seed,
+        tracking_uri=args.tracking_uri,
+        experiment=args.experiment,
+        **_search_kwargs(args),
+    )
+    print()
+    cols = [c for c in result.trials.columns if c not in ("trial_id", "mlflow_run_id", "nodes")]
+    _print_table(result.trials[cols])
+    print(f"\nbest {result.metric}: {result.best_metric:.4f} with {result.best_config}")
+    print(
+        f"epochs spent: {result.epochs_spent}/{result.budget_epochs}; "
+        f"run dir: {result.storage_path}"
+    )
+    print(
+        f"MLflow parent run {result.mlflow_run_id}; view it with: "
+        f"{_mlflow_hint(result.tracking_uri)}"
+    )
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from tune_app.api import compare
+
+    names = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    if args.seeds < 1:
+        return _fail(f"--seeds must be >= 1, got {args.seeds}")
+    comparison = compare(
+        names,
+        args.space,
+        seeds=range(args.seeds),
+        budget_epochs=args.budget_epochs,
+        tracking_uri=args.tracking_uri,
+        experiment=args.experiment,
+        **_search_kwargs(args),
+    )
+    print("\nHead-to-head (same task, space, seeds and epoch budget):")
+    _print_table(comparison.table())
+    uri = comparison.results[0].tracking_uri
+    print(f"\nMLflow comparison run {comparison.mlflow_run_id}; view it with: {_mlflow_hint(uri)}")
+    return 0
+
+
+def _cmd_strategies() -> int:
+    from tune_app.strategies import REGISTRY
+
+    for info in REGISTRY.values():
+        print(f"{info.name:<10} {info.kind:<9} {info.description}")
+    return 0
+
+
+def _cmd_spaces(args: argparse.Namespace) -> int:
+    from tune_app import spaces
+
+    files = [Path(args.file)] if args.file else sorted(Path(args.dir).glob("*.yaml"))
+    if not files:
+        return _fail(f"no *.yaml search spaces in {args.dir}")
+    for path in files:
+        sp = spaces.load(path)
+        print(
+            f"{path}: ok — task {sp.task}, {sp.mode} {sp.metric}, max_epochs "
+            f"{sp.max_epochs}, {len(sp.params)} params ({', '.join(sp.names)}), "
+            f"grid of {sp.grid_size}"
+        )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    from tune_app.errors import TuneAppError
+
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _cmd_run(args)
+        if args.command == "compare":
+            return _cmd_compare(args)
+        if args.command == "strategies":
+            return _cmd_strategies()
+        return _cmd_spaces(args)
+    except TuneAppError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        print("tune-app: interrupted; finished trials are recorded", file=sys.stderr)
+        return 130

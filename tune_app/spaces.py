@@ -1,0 +1,345 @@
+"""Search spaces: YAML file -> validated :class:`SearchSpace`.
+
+A space file names its default task, metric, mode and per-trial epoch cap, and
+lists parameters. Every parameter has a type and a discretisation into *value
+boxes*: grid search and the RL controller walk the boxes, while random search
+and TPE sample the continuous ranges.
+
+Example file::
+
+    task: digits_mlp
+    metric: val_accuracy
+    mode: max
+    max_epochs: 4
+    params:
+      lr: {type: loguniform, low: 1.0e-4, high: 0.3, boxes: 4}
+      hidden: {type: int, low: 16, high: 128, boxes: [16, 32, 64, 128]}
+      activation: {type: choice, values: [relu, tanh]}
+    fixed:
+      batch_size: 64
+
+All validation happens in :func:`load` / :meth:`SearchSpace.from_dict`, before any
+cluster work; errors name the file, the parameter and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tune_app.errors import SpaceError
+
+PARAM_TYPES = ("uniform", "loguniform", "int", "choice")
+_TOP_KEYS = {"name", "task", "metric", "mode", "max_epochs", "params", "fixed", "description"}
+_PARAM_KEYS: dict[str, set[str]] = {
+    "uniform": {"type", "low", "high", "boxes", "default"},
+    "loguniform": {"type", "low", "high", "boxes", "default"},
+    "int": {"type", "low", "high", "boxes", "log", "default"},
+    "choice": {"type", "values", "default"},
+}
+MODES = ("min", "max")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One hyperparameter: its type, range or values, and its value boxes."""
+
+    name: str
+    type: str
+    low: float | None = None
+    high: float | None = None
+    values: tuple[Any, ...] = ()
+    boxes: tuple[Any, ...] = ()
+    log: bool = False
+    default: Any = None
+
+    @property
+    def is_log(self) -> bool:
+        """Whether the range is searched on a log scale."""
+        return self.type == "loguniform" or (self.type == "int" and self.log)
+
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is a legal value of this parameter."""
+        if self.type == "choice":
+            return value in self.values
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.type == "int" and int(value) != value:
+            return False
+        assert self.low is not None and self.high is not None
+        return self.low <= value <= self.high
+
+    def tune_domain(self) -> Any:
+        """The Ray Tune sampling domain for this parameter's continuous range."""
+        from ray import tune
+
+        if self.type == "choice":
+            return tune.choice(list(self.values))
+        assert self.low is not None and self.high is not None
+        if self.type == "uniform":
+            return tune.uniform(self.low, self.high)
+        if self.type == "loguniform":
+            return tune.loguniform(self.low, self.high)
+        # Tune's integer upper bounds are exclusive.
+        if self.log:
+            return tune.lograndint(int(self.low), int(self.high) + 1)
+        return tune.randint(int(self.low), int(self.high) + 1)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated search space plus the study defaults its file names."""
+
+    params: tuple[Param, ...]
+    task: str
+    metric: str
+    mode: str
+    max_epochs: int
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    name: str = "space"
+    source: str = "<dict>"
+    digest: str = ""
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<dict>") -> SearchSpace:
+        """Validate a parsed space file; raise :class:`SpaceError` naming the fix."""
+        return _parse(data, source)
+
+    @property
+    def names(self) -> list[str]:
+        """Parameter names in file order."""
+        return [p.name for p in self.params]
+
+    def param(self, name: str) -> Param:
+        """The parameter called ``name``."""
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise SpaceError(f"{self.source}: no parameter {name!r}; known: {', '.join(self.names)}")
+
+    @property
+    def grid_size(self) -> int:
+        """Number of configurations in the full grid of value boxes."""
+        return math.prod(len(p.boxes) for p in self.params)
+
+    def grid(self) -> Iterator[dict[str, Any]]:
+        """Every combination of value boxes, in a fixed (lexicographic) order."""
+        for combo in itertools.product(*(p.boxes for p in self.params)):
+            yield dict(zip(self.names, combo, strict=True))
+
+    def tune_param_space(self) -> dict[str, Any]:
+        """The Ray Tune ``param_space`` over the continuous ranges."""
+        return {p.name: p.tune_domain() for p in self.params}
+
+    def contains(self, config: Mapping[str, Any]) -> bool:
+        """Whether ``config`` sets every parameter, and only those, to legal values."""
+        return set(config) == set(self.names) and all(
+            p.contains(config[p.name]) for p in self.params
+        )
+
+    def default_config(self) -> dict[str, Any]:
+        """Each parameter's ``default`` or, failing that, its middle box."""
+        return {
+            p.name: p.default if p.default is not None else p.boxes[len(p.boxes) // 2]
+            for p in self.params
+        }
+
+
+def load(path: str | Path) -> SearchSpace:
+    """Read and validate a search-space YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpaceError(
+            f"{path}: search-space file not found; pass an existing YAML file "
+            f"(see search_spaces/ for examples)"
+        )
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "parse error"
+        raise SpaceError(f"{path}: not valid YAML ({first}); fix the syntax") from None
+    space = _parse(data, str(path))
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return replace(space, name=str(data.get("name") or path.stem), digest=digest)
+
+
+def _number(src: str, where: str, key: str, value: Any) -> float:
+    # YAML 1.1 reads "1e-4" (no dot) as a string: accept numeric strings.
+    if isinstance(value, bool):
+        raise SpaceError(f"{src}: {where}: '{key}' must be a number, got {value!r}")
+    if isinstance(value, int | float):
+        out = float(value)
+    else:
+        try:
+            out = float(str(value))
+        except ValueError:
+            raise SpaceError(f"{src}: {where}: '{key}' must be a number, got {value!r}") from None
+    if not math.isfinite(out):
+        raise SpaceError(f"{src}: {where}: '{key}' must be finite, got {value!r}")
+    return out
+
+
+def _parse(data: Any, src: str) -> SearchSpace:
+    if not isinstance(data, dict):
+        raise SpaceError(
+            f"{src}: expected a mapping with 'task', 'metric', 'mode', 'max_epochs' "
+            f"and 'params', got {type(data).__name__}"
+        )
+    unknown = set(map(str, data)) - _TOP_KEYS
+    if unknown:
+        raise SpaceError(
+            f"{src}: unknown top-level key(s) {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}"
+        )
+    for key in ("task", "metric"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise SpaceError(f"{src}: '{key}' must be a non-empty string (e.g. {key}: ...)")
+    mode = data.get("mode")
+    if mode not in MODES:
+        raise SpaceError(f"{src}: 'mode' must be 'min' or 'max', got {mode!r}")
+    max_epochs = data.get("max_epochs")
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+        raise SpaceError(
+            f"{src}: 'max_epochs' (per-trial epoch cap) must be an integer >= 1, got {max_epochs!r}"
+        )
+    fixed = data.get("fixed") or {}
+    if not isinstance(fixed, dict):
+        raise SpaceError(f"{src}: 'fixed' must be a mapping of name: value")
+    raw_params = data.get("params")
+    if not isinstance(raw_params, dict) or not raw_params:
+        raise SpaceError(f"{src}: 'params' must be a non-empty mapping of name: {{type: ...}}")
+    params = tuple(_parse_param(src, str(n), spec) for n, spec in raw_params.items())
+    clash = set(map(str, fixed)) & {p.name for p in params}
+    if clash:
+        raise SpaceError(
+            f"{src}: {sorted(clash)} appear in both 'params' and 'fixed'; keep each in one"
+        )
+    return SearchSpace(
+        params=params,
+        task=data["task"],
+        metric=data["metric"],
+        mode=mode,
+        max_epochs=max_epochs,
+        fixed={str(k): v for k, v in fixed.items()},
+        name=str(data.get("name") or "space"),
+        source=src,
+    )
+
+
+def _parse_param(src: str, name: str, spec: Any) -> Param:
+    where = f"parameter {name!r}"
+    if not name.isidentifier():
+        raise SpaceError(f"{src}: {where}: name must be a Python identifier (letters, _, digits)")
+    if not isinstance(spec, dict):
+        raise SpaceError(f"{src}: {where}: expected a mapping like {{type: uniform, ...}}")
+    ptype = spec.get("type")
+    if ptype not in PARAM_TYPES:
+        raise SpaceError(
+            f"{src}: {where}: unknown type {ptype!r}; use one of {', '.join(PARAM_TYPES)}"
+        )
+    unknown = set(map(str, spec)) - _PARAM_KEYS[ptype]
+    if unknown:
+        raise SpaceError(
+            f"{src}: {where}: unknown key(s) {sorted(unknown)} for type {ptype}; "
+            f"allowed: {sorted(_PARAM_KEYS[ptype])}"
+        )
+    if ptype == "choice":
+        values = spec.get("values")
+        if not isinstance(values, list) or not values:
+            raise SpaceError(f"{src}: {where}: 'values' must be a non-empty list")
+        if len({repr(v) for v in values}) != len(values):
+            raise SpaceError(f"{src}: {where}: 'values' has duplicates; list each once")
+        for v in values:
+            if not isinstance(v, str | int | float | bool) or v is None:
+                raise SpaceError(
+                    f"{src}: {where}: choice values must be strings, numbers or booleans, got {v!r}"
+                )
+        p = Param(name=name, type=ptype, values=tuple(values), boxes=tuple(values))
+        return _with_default(src, where, p, spec)
+
+    for key in ("low", "high"):
+        if key not in spec:
+            raise SpaceError(f"{src}: {where}: missing '{key}' (type {ptype} needs low and high)")
+    low = _number(src, where, "low", spec["low"])
+    high = _number(src, where, "high", spec["high"])
+    is_int = ptype == "int"
+    if is_int and (low != int(low) or high != int(high)):
+        raise SpaceError(f"{src}: {where}: int bounds must be integers, got {low}..{high}")
+    if low >= high:
+        raise SpaceError(
+            f"{src}: {where}: low ({low:g}) must be < high ({high:g}); swap or widen the range"
+        )
+    log = ptype == "loguniform" or bool(spec.get("log", False))
+    if log and low <= 0:
+        raise SpaceError(
+            f"{src}: {where}: a log range needs low > 0, got low={low:g}; "
+            f"use a positive lower bound or type uniform"
+        )
+    boxes = _boxes(src, where, spec.get("boxes", 5), low, high, log, is_int)
+    p = Param(
+        name=name,
+        type=ptype,
+        low=int(low) if is_int else low,
+        high=int(high) if is_int else high,
+        boxes=boxes,
+        log=log,
+    )
+    return _with_default(src, where, p, spec)
+
+
+def _boxes(
+    src: str, where: str, raw: Any, low: float, high: float, log: bool, is_int: bool
+) -> tuple[Any, ...]:
+    if isinstance(raw, bool):
+        raise SpaceError(f"{src}: {where}: 'boxes' must be a count >= 2 or a list of values")
+    if isinstance(raw, int):
+        if raw < 2:
+            raise SpaceError(f"{src}: {where}: 'boxes' count must be >= 2, got {raw}")
+        if log:
+            pts = [
+                math.exp(math.log(low) + i * (math.log(high) - math.log(low)) / (raw - 1))
+                for i in range(raw)
+            ]
+        else:
+            pts = [low + i * (high - low) / (raw - 1) for i in range(raw)]
+        if is_int:
+            out = tuple(dict.fromkeys(round(x) for x in pts))
+            if len(out) < 2:
+                raise SpaceError(f"{src}: {where}: the int range is too narrow for {raw} boxes")
+            return out
+        # Round to 6 significant digits so box values read well in logs.
+        return tuple(float(f"{x:.6g}") for x in pts)
+    if not isinstance(raw, list) or len(raw) < 1:
+        raise SpaceError(f"{src}: {where}: 'boxes' must be a count >= 2 or a non-empty list")
+    vals = [_number(src, where, "boxes", v) for v in raw]
+    outside = [v for v in vals if not low <= v <= high]
+    if outside:
+        raise SpaceError(
+            f"{src}: {where}: boxes {[f'{v:g}' for v in outside]} fall outside "
+            f"[{low:g}, {high:g}]; move them inside the range or widen it"
+        )
+    if is_int and any(v != int(v) for v in vals):
+        raise SpaceError(f"{src}: {where}: boxes of an int parameter must be integers")
+    if len(set(vals)) != len(vals):
+        raise SpaceError(f"{src}: {where}: 'boxes' has duplicates; list each value once")
+    ordered = sorted(vals)
+    return tuple(int(v) for v in ordered) if is_int else tuple(ordered)
+
+
+def _with_default(src: str, where: str, p: Param, spec: dict[str, Any]) -> Param:
+    if "default" not in spec:
+        return p
+    default = spec["default"]
+    if not p.contains(default):
+        raise SpaceError(
+            f"{src}: {where}: default {default!r} is not a legal value; "
+            f"pick one inside the range or among the values"
+        )
+    return replace(p, default=default)

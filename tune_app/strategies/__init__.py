@@ -1,0 +1,168 @@
+"""Search strategies and their registry.
+
+:data:`REGISTRY` is the one list of strategy names: the CLI's choices, the
+``strategies`` listing, validation and the contract tests all read it. A
+*searcher* proposes configurations; a *scheduler* stops or pauses trials early.
+They compose: ``build("optuna", scheduler="asha")``. Naming a scheduler as the
+strategy is a preset for random search under that scheduler.
+
+Modules are imported lazily by name (as Ray Tune's own registry does), so listing
+strategies imports none of Optuna, HyperOpt or RLlib.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import Searcher
+
+from tune_app.errors import ConfigError
+from tune_app.spaces import SearchSpace
+
+Kind = Literal["searcher", "scheduler"]
+
+
+@dataclass(frozen=True)
+class StrategyInfo:
+    """A registry entry: what the name is, where it lives, what it does."""
+
+    name: str
+    kind: Kind
+    module: str
+    description: str
+
+
+REGISTRY: dict[str, StrategyInfo] = {
+    info.name: info
+    for info in (
+        StrategyInfo(
+            "grid",
+            "searcher",
+            "tune_app.strategies.grid",
+            "every combination of the value boxes, in a fixed order",
+        ),
+        StrategyInfo(
+            "random",
+            "searcher",
+            "tune_app.strategies.random_search",
+            "independent uniform samples of the ranges (seeded)",
+        ),
+        StrategyInfo(
+            "optuna",
+            "searcher",
+            "tune_app.strategies.optuna_tpe",
+            "Bayesian optimisation: Optuna's TPE sampler",
+        ),
+        StrategyInfo(
+            "hyperopt",
+            "searcher",
+            "tune_app.strategies.hyperopt_tpe",
+            "Bayesian optimisation: HyperOpt's TPE",
+        ),
+        StrategyInfo(
+            "hyperband",
+            "scheduler",
+            "tune_app.strategies.hyperband",
+            "random search under Hyperband's brackets of successive halving (async)",
+        ),
+        StrategyInfo(
+            "asha",
+            "scheduler",
+            "tune_app.strategies.asha",
+            "random search under asynchronous successive halving (ASHA)",
+        ),
+    )
+}
+DEFAULT_SEARCHER = "random"
+
+
+def names(kind: Kind | None = None) -> list[str]:
+    """Registered names, optionally only searchers or only schedulers."""
+    return [n for n, info in REGISTRY.items() if kind is None or info.kind == kind]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A resolved strategy: which searcher and which scheduler (if any)."""
+
+    searcher: str
+    scheduler: str | None
+
+    @property
+    def label(self) -> str:
+        """A short display name, e.g. ``optuna+asha`` or ``asha``."""
+        if self.scheduler is None:
+            return self.searcher
+        if self.searcher == DEFAULT_SEARCHER:
+            return self.scheduler
+        return f"{self.searcher}+{self.scheduler}"
+
+
+def resolve(strategy: str, scheduler: str | None = None) -> Strategy:
+    """Turn ``strategy`` (+ optional ``scheduler``) into a :class:`Strategy`."""
+    if strategy not in REGISTRY:
+        raise ConfigError(f"unknown strategy {strategy!r}; valid: {', '.join(REGISTRY)}")
+    if scheduler is not None and REGISTRY.get(scheduler) is None:
+        raise ConfigError(
+            f"unknown scheduler {scheduler!r}; valid: {', '.join(names('scheduler'))}"
+        )
+    if scheduler is not None and REGISTRY[scheduler].kind != "scheduler":
+        raise ConfigError(
+            f"{scheduler!r} is a searcher, not a scheduler; valid schedulers: "
+            f"{', '.join(names('scheduler'))}"
+        )
+    info = REGISTRY[strategy]
+    if info.kind == "scheduler":
+        if scheduler not in (None, strategy):
+            raise ConfigError(
+                f"strategy {strategy!r} is already a scheduler preset; to combine, pass a "
+                f"searcher as the strategy (e.g. --strategy optuna --scheduler {scheduler})"
+            )
+        return Strategy(DEFAULT_SEARCHER, strategy)
+    return Strategy(strategy, scheduler)
+
+
+def _module(name: str) -> Any:
+    return importlib.import_module(REGISTRY[name].module)
+
+
+def build_searcher(
+    name: str,
+    space: SearchSpace,
+    metric: str,
+    mode: str,
+    seed: int,
+    options: dict[str, Any] | None = None,
+) -> Searcher:
+    """Build the searcher registered as ``name``, ready for Tune."""
+    if name not in REGISTRY or REGISTRY[name].kind != "searcher":
+        raise ConfigError(f"unknown searcher {name!r}; valid: {', '.join(names('searcher'))}")
+    searcher: Searcher = _module(name).build(space, metric, mode, seed, options)
+    return searcher
+
+
+def build_scheduler(
+    name: str,
+    space: SearchSpace,
+    metric: str,
+    mode: str,
+    seed: int,
+    options: dict[str, Any] | None = None,
+) -> TrialScheduler:
+    """Build the scheduler registered as ``name``."""
+    if name not in REGISTRY or REGISTRY[name].kind != "scheduler":
+        raise ConfigError(f"unknown scheduler {name!r}; valid: {', '.join(names('scheduler'))}")
+    scheduler: TrialScheduler = _module(name).build(space, metric, mode, seed, options)
+    return scheduler
+
+
+def min_trial_epochs(
+    strategy: Strategy, space: SearchSpace, scheduler_options: dict[str, Any] | None = None
+) -> int:
+    """The fewest epochs one trial can cost under ``strategy``."""
+    if strategy.scheduler is None:
+        return space.max_epochs
+    return int(_module(strategy.scheduler).min_epochs(space, scheduler_options))

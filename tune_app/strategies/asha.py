@@ -1,0 +1,54 @@
+"""``asha``: asynchronous successive halving (stops poor trials early)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+from tune_app.spaces import SearchSpace
+from tune_app.strategies.base import parse_options, require
+
+
+@dataclass(frozen=True)
+class Options:
+    """Options of ``asha``.
+
+    Attributes:
+        grace_period: epochs every trial gets before it can be stopped.
+        reduction_factor: keep the top 1/reduction_factor at each rung.
+    """
+
+    grace_period: int = 1
+    reduction_factor: int = 3
+
+    def __post_init__(self) -> None:
+        require(
+            isinstance(self.grace_period, int) and self.grace_period >= 1,
+            "asha: 'grace_period' must be an integer >= 1",
+        )
+        require(
+            isinstance(self.reduction_factor, int) and self.reduction_factor >= 2,
+            "asha: 'reduction_factor' must be an integer >= 2",
+        )
+
+
+def min_epochs(space: SearchSpace, options: dict[str, Any] | None) -> int:
+    """The fewest epochs a trial can run under this scheduler."""
+    return min(parse_options(Options, "asha", options).grace_period, space.max_epochs)
+
+
+def build(
+    space: SearchSpace, metric: str, mode: str, seed: int, options: dict[str, Any] | None
+) -> TrialScheduler:
+    """Ray's ``ASHAScheduler`` with the epoch as its time axis."""
+    opts = parse_options(Options, "asha", options)
+    return ASHAScheduler(
+        time_attr="epoch",
+        metric=metric,
+        mode=mode,
+        max_t=space.max_epochs,
+        grace_period=min(opts.grace_period, space.max_epochs),
+        reduction_factor=opts.reduction_factor,
+    )

@@ -1,0 +1,113 @@
+"""Shared pieces of the strategies: option parsing and the guarded searcher."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import ray
+from ray.tune.search import Searcher
+
+from tune_app.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def parse_options(cls: type[T], strategy: str, options: Mapping[str, Any] | None) -> T:
+    """Build the options dataclass ``cls``; unknown keys are errors, never dropped."""
+    options = dict(options or {})
+    valid = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"strategy {strategy!r}: unknown option(s) {unknown}; valid options: "
+            f"{', '.join(valid) or '(none)'}"
+        )
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"strategy {strategy!r}: {exc}") from None
+
+
+def require(cond: bool, message: str) -> None:
+    """Raise :class:`ConfigError` with ``message`` unless ``cond`` holds."""
+    if not cond:
+        raise ConfigError(message)
+
+
+def metric_value(result: Mapping[str, Any] | None, metric: str) -> float | None:
+    """The finite value of ``metric`` in ``result``, or None (missing, NaN, inf, non-numeric)."""
+    if not result:
+        return None
+    value = result.get(metric)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+class GuardedSearcher(Searcher):
+    """Wraps any searcher: reserves each trial's first epoch from the budget
+    ledger (and finishes when the budget is spent), and turns missing, NaN or
+    infinite results into failed trials, so no searcher sees a non-finite value."""
+
+    def __init__(self, searcher: Searcher, ledger: Any = None) -> None:
+        self.searcher = searcher
+        self.ledger = ledger
+        super().__init__(metric=searcher.metric, mode=searcher.mode)
+
+    def set_search_properties(
+        self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any
+    ) -> bool:
+        """Forward Tune's properties to the wrapped searcher."""
+        return self.searcher.set_search_properties(metric, mode, config, **spec)
+
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        """Forward the concurrency limit."""
+        return self.searcher.set_max_concurrency(max_concurrent)
+
+    def suggest(self, trial_id: str) -> Any:
+        """The wrapped searcher's next config, with its first epoch reserved.
+
+        Returns None (ask again later) while running trials may still hand back
+        unused epochs, and FINISHED once the budget is truly spent.
+        """
+        if self.ledger is None:
+            return self.searcher.suggest(trial_id)
+        if ray.get(self.ledger.acquire.remote(trial_id, 1)) != "granted":
+            _, pending = ray.get(self.ledger.state.remote())
+            return None if pending else Searcher.FINISHED
+        config = self.searcher.suggest(trial_id)
+        if config is None or config == Searcher.FINISHED:
+            ray.get(self.ledger.settle.remote(trial_id, 0))
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Forward intermediate results that carry a finite metric."""
+        if metric_value(result, self.searcher.metric) is not None:
+            self.searcher.on_trial_result(trial_id, result)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        """Forward completion; a trial without a finite metric counts as failed."""
+        if error or metric_value(result, self.searcher.metric) is None:
+            self.searcher.on_trial_complete(trial_id, result=None, error=True)
+        else:
+            self.searcher.on_trial_complete(trial_id, result=result, error=False)
+
+    def save(self, checkpoint_path: str) -> None:
+        """Save the wrapped searcher's state."""
+        self.searcher.save(checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Restore the wrapped searcher's state."""
+        self.searcher.restore(checkpoint_path)
+
+    def get_state(self) -> dict[str, Any]:
+        """State of the wrapper itself (the ledger handle is re-attached on resume)."""
+        return {}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Nothing to restore for the wrapper itself."""

@@ -1,0 +1,54 @@
+"""Tasks (objectives) and their registry.
+
+``TASKS`` is the one list of built-in task names; :func:`resolve` also accepts a
+:class:`Task` object or a ``"module:attr"`` reference to a user's own task.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from tune_app.errors import TaskError
+from tune_app.tasks.base import ClassificationTask, Task
+
+__all__ = ["TASKS", "ClassificationTask", "Task", "resolve"]
+
+# name -> "module:attr" (imported lazily so listing tasks imports nothing heavy)
+TASKS: dict[str, str] = {
+    "digits_mlp": "tune_app.tasks.digits_mlp:DigitsMLP",
+}
+
+
+def resolve(ref: Any) -> Task:
+    """Turn a task object, built-in name or ``"module:attr"`` into a :class:`Task`."""
+    if isinstance(ref, Task):
+        return ref
+    if isinstance(ref, type) and issubclass(ref, Task):
+        return ref()
+    if not isinstance(ref, str) or not ref:
+        raise TaskError(f"task must be a Task, a built-in name or 'module:attr', got {ref!r}")
+    target = TASKS.get(ref, ref)
+    if ":" not in target:
+        raise TaskError(
+            f"unknown task {ref!r}; use one of {', '.join(TASKS)} or a 'module:attr' reference"
+        )
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise TaskError(
+            f"cannot import task module {module_name!r} ({exc}); check the name and "
+            f"that it is on PYTHONPATH"
+        ) from None
+    obj = getattr(module, attr, None)
+    if obj is None:
+        raise TaskError(f"module {module_name!r} has no attribute {attr!r}")
+    if isinstance(obj, type) and issubclass(obj, Task):
+        return obj()
+    if isinstance(obj, Task):
+        return obj
+    raise TaskError(
+        f"{target!r} is a {type(obj).__name__}, not a tune_app Task; subclass "
+        f"tune_app.tasks.ClassificationTask (see README, 'Your own task')"
+    )

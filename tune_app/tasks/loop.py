@@ -1,0 +1,335 @@
+"""The training loop every trial runs, on Ray Train workers or inside the trial.
+
+``run_trial`` is the Tune function trainable. With ``num_workers >= 1`` it starts
+a Ray Train (V2) ``TorchTrainer`` whose workers run :func:`train_loop_per_worker`
+(DDP model, data sharded per worker) and forward each epoch's report to Tune
+through ``TuneReportCallback``. With ``num_workers == 0`` (Ray Train's own
+convention for local mode) the same loop runs in the trial's process and reports
+to Tune directly: no worker group to start, for small single-process trials.
+
+Each epoch: ask the budget ledger for the epoch (rank 0, broadcast), train, run
+validation (sums all-reduced across workers), report the task's metrics plus
+``train_loss``, ``epoch``, ``diverged`` and ``node_id``, and save a checkpoint
+(model + optimiser, tensors only) so paused or failed trials resume.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from tune_app.budget import wait_for_epoch
+from tune_app.errors import TaskError
+from tune_app.tasks.base import Task
+
+# Train V2 polls its workers every 2 s by default, which dominates short trials;
+# these apply in the trial process and are propagated to Train's controller.
+TRAIN_ENV_DEFAULTS = {
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+}
+STATE_FILE = "state.pt"
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """Everything a trial needs besides its hyperparameters."""
+
+    task: Task
+    seed: int
+    max_epochs: int
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    num_workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    storage_path: str = ""
+    max_failures: int = 1
+    ledger: Any = None
+
+
+class _Reporter(Protocol):
+    rank: int
+    world_size: int
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None: ...
+
+    def checkpoint_dir(self) -> Any: ...
+
+    def broadcast(self, value: Any) -> Any: ...
+
+
+class _TuneReporter:
+    """In-trial execution (``num_workers == 0``): report straight to Tune."""
+
+    rank = 0
+    world_size = 1
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        from ray import tune
+
+        ckpt = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        tune.report(metrics, checkpoint=ckpt)
+
+    def checkpoint_dir(self) -> Any:
+        from ray import tune
+
+        return tune.get_checkpoint()
+
+    def broadcast(self, value: Any) -> Any:
+        return value
+
+
+class _TrainReporter:
+    """A Ray Train worker: every rank reports; rank 0's metrics reach Tune."""
+
+    def __init__(self) -> None:
+        import ray.train
+
+        ctx = ray.train.get_context()
+        self.rank = ctx.get_world_rank()
+        self.world_size = ctx.get_world_size()
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        import ray.train
+
+        ckpt = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=ckpt)
+
+    def checkpoint_dir(self) -> Any:
+        import ray.train
+
+        return ray.train.get_checkpoint()
+
+    def broadcast(self, value: Any) -> Any:
+        from ray.train.collective import broadcast_from_rank_zero
+
+        return broadcast_from_rank_zero(value)
+
+
+def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
+    """Tune function trainable: one configuration, trained for up to ``max_epochs``."""
+    from ray import tune
+
+    trial_id = tune.get_context().get_trial_id() or "trial"
+    if spec.num_workers == 0:
+        train(config, spec, trial_id, _TuneReporter())
+        return
+
+    for key, value in TRAIN_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    use_gpu = spec.gpus_per_worker > 0
+    resources = {"CPU": spec.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = spec.gpus_per_worker
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"hparams": config, "spec": spec, "trial_id": trial_id},
+        scaling_config=ScalingConfig(
+            num_workers=spec.num_workers, use_gpu=use_gpu, resources_per_worker=resources
+        ),
+        # Named after the trial: restarting a paused trial re-attaches to this run
+        # and Train resumes from its latest checkpoint.
+        run_config=RunConfig(
+            name=f"train-{trial_id}",
+            storage_path=spec.storage_path,
+            callbacks=[TuneReportCallback()],  # type: ignore[list-item]
+            failure_config=FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    trainer.fit()
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train entry point on every worker."""
+    train(loop_config["hparams"], loop_config["spec"], loop_config["trial_id"], _TrainReporter())
+
+
+def _device(spec: TrialSpec, reporter: _Reporter) -> torch.device:
+    if spec.gpus_per_worker > 0 and torch.cuda.is_available():
+        if isinstance(reporter, _TrainReporter):
+            import ray.train.torch
+
+            return ray.train.torch.get_device()
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _optimizer(params: Any, config: Mapping[str, Any]) -> torch.optim.Optimizer:
+    name = str(config.get("optimizer", "adam")).lower()
+    lr = float(config.get("lr", 1e-3))
+    wd = float(config.get("weight_decay", 0.0))
+    if not lr > 0:
+        raise TaskError(f"lr must be > 0, got {lr}")
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    if name == "sgd":
+        return torch.optim.SGD(
+            params, lr=lr, weight_decay=wd, momentum=float(config.get("momentum", 0.0))
+        )
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, weight_decay=wd)
+    raise TaskError(f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZERS)}")
+
+
+def _subset(ds: Dataset, fraction: float, seed: int) -> Dataset:
+    """A seeded random fraction of ``ds`` (the data-subset fidelity knob)."""
+    if not 0.0 < fraction <= 1.0:
+        raise TaskError(f"data_fraction must be in (0, 1], got {fraction}")
+    if fraction == 1.0:
+        return ds
+    n = len(ds)  # type: ignore[arg-type]
+    keep = max(1, round(n * fraction))
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:keep]
+    return Subset(ds, idx.tolist())
+
+
+def train(hparams: Mapping[str, Any], spec: TrialSpec, trial_id: str, reporter: _Reporter) -> None:
+    """Train one configuration; report once per epoch until done, refused or diverged."""
+    import ray
+
+    config = {**spec.fixed, **hparams}
+    task = spec.task
+    task.validate_config(config)
+    torch.manual_seed(spec.seed)
+    device = _device(spec, reporter)
+
+    train_ds, val_ds = task.load_data(config, spec.seed)
+    train_ds = _subset(train_ds, float(config.get("data_fraction", 1.0)), spec.seed)
+    rank, world = reporter.rank, reporter.world_size
+    sampler: DistributedSampler = DistributedSampler(
+        train_ds, num_replicas=world, rank=rank, shuffle=True, seed=spec.seed
+    )
+    batch_size = int(config.get("batch_size", 64))
+    if batch_size < 1:
+        raise TaskError(f"batch_size must be >= 1, got {batch_size}")
+    train_loader = DataLoader(train_ds, batch_size=batch_size, sampler=sampler)
+    val_idx = list(range(rank, len(val_ds), world))  # type: ignore[arg-type]
+    val_loader = DataLoader(Subset(val_ds, val_idx), batch_size=max(batch_size, 256))
+
+    model = task.build_model(config).to(device)
+    optimizer = _optimizer(model.parameters(), config)
+    start_epoch = _restore(reporter, model, optimizer)
+    net: nn.Module = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+    for epoch in range(start_epoch + 1, spec.max_epochs + 1):
+        granted = True
+        if rank == 0 and spec.ledger is not None:
+            granted = wait_for_epoch(spec.ledger, trial_id, epoch)
+        if world > 1:
+            granted = bool(reporter.broadcast(granted))
+        if not granted:
+            return
+        sampler.set_epoch(epoch)
+        net.train()
+        loss_sum, seen, diverged = 0.0, 0, False
+        for x, y in train_loader:
+            x, y = x.to(device), y.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = task.loss(net(x), y)
+            if not torch.isfinite(loss):
+                diverged = True
+                break
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(y)
+            seen += len(y)
+        metrics = _validate(task, net, val_loader, device, world)
+        stats = torch.tensor([loss_sum, float(seen), float(diverged)], dtype=torch.float64)
+        if world > 1:
+            stats = _all_reduce(stats, device)
+        diverged = bool(stats[2] > 0)
+        if diverged or not all(math.isfinite(v) for v in metrics.values()):
+            # Recorded as non-finite; the searcher treats it as the worst result.
+            metrics = {k: float("nan") for k in metrics}
+            diverged = True
+        report: dict[str, Any] = {
+            **metrics,
+            "train_loss": float(stats[0]) / max(float(stats[1]), 1.0)
+            if not diverged
+            else float("nan"),
+            "epoch": epoch,
+            "diverged": int(diverged),
+            "node_id": node_id,
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if rank == 0 and not diverged:
+                torch.save(
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "epoch": epoch,
+                    },
+                    Path(tmp) / STATE_FILE,
+                )
+                ckpt = tmp
+            reporter.report(report, ckpt)
+        if diverged:
+            return
+
+
+def _validate(
+    task: Task, net: nn.Module, loader: DataLoader, device: torch.device, world: int
+) -> dict[str, float]:
+    net.eval()
+    sums: dict[str, float] = {}
+    count = 0
+    with torch.no_grad():
+        for x, y in loader:
+            out = net(x.to(device))
+            for k, v in task.eval_sums(out, y.to(device)).items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += len(y)
+    if world > 1:
+        keys = sorted(sums)
+        t = torch.tensor([sums[k] for k in keys] + [float(count)], dtype=torch.float64)
+        t = _all_reduce(t, device)
+        sums = dict(zip(keys, t[:-1].tolist(), strict=True))
+        count = int(t[-1])
+    return task.eval_metrics(sums, count)
+
+
+def _all_reduce(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Sum ``t`` over workers (NCCL needs the tensor on the worker's GPU)."""
+    t = t.to(device)
+    torch.distributed.all_reduce(t)
+    return t.cpu()
+
+
+def _restore(reporter: _Reporter, model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Load the latest checkpoint if the trial is resuming; return its epoch."""
+    ckpt = reporter.checkpoint_dir()
+    if ckpt is None:
+        return 0
+    with ckpt.as_directory() as d:
+        path = Path(d) / STATE_FILE
+        if not path.exists():
+            return 0
+        # Tensors only: never unpickle arbitrary objects from storage.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["epoch"])
