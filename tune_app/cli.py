@@ -149,7 +149,7 @@ def _print_table(rows: Any) -> None:
     import pandas as pd
 
     with pd.option_context(
-        "display.max_columns", None, "display.width", 160, "display.float_format", "{:.4f}".format
+        "display.max_columns", None, "display.width", 160, "display.float_format", "{:.4g}".format
     ):
         print(rows.to_string(index=False))
 
