@@ -273,7 +273,9 @@ def run_search(
             num_samples=max_trials if max_trials is not None else -1,
             max_concurrent_trials=placement.max_concurrent,
             time_budget_s=time_budget_s,
-            reuse_actors=False,
+            # In-trial runs reuse the trial's process (no fresh Python + torch import
+            # per trial); a Ray Train trial's workers are always new.
+            reuse_actors=placement.num_workers == 0,
         ),
         run_config=tune.RunConfig(
             name="tune",
