@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# A local multi-node Ray cluster on this machine: one head and N worker nodes,
+# every Ray process bound to 127.0.0.1, token authentication on. Each node has
+# its own custom resources (head_node, worker_node and worker_<i>) so tests and
+# users can see where trials were placed.
+set -euo pipefail
+
+RAY=${RAY:-.venv/bin/ray}
+PY=${PY:-$(dirname "$RAY")/python}
+# The Ray CLI, except that 127.0.0.1 in --address stays 127.0.0.1.
+LOOPBACK_RAY_START='
+import sys
+import ray._private.services as services
+services.resolve_ip_for_localhost = lambda host: host
+from ray.scripts.scripts import main
+sys.argv[0] = "ray"
+main()
+'
+WORKERS=1
+PORT=6379
+DASHBOARD_PORT=8265
+HEAD_CPUS=1
+WORKER_CPUS=1
+
+usage() {
+    cat <<EOF
+usage: cluster/local.sh up [--workers N] [--port P] [--dashboard-port D]
+                           [--head-cpus C] [--worker-cpus C]
+       cluster/local.sh status [--port P]
+       cluster/local.sh down
+
+  up      start a head (GCS on 127.0.0.1:P, default $PORT; dashboard and Jobs API
+          on 127.0.0.1:D, default $DASHBOARD_PORT) and N worker nodes (default $WORKERS)
+  status  ray status of the cluster at 127.0.0.1:P
+  down    ray stop --force (stops every Ray process of this user on this machine)
+
+The Ray CLI is \$RAY (default .venv/bin/ray). Clients need RAY_AUTH_MODE=token;
+the token is ~/.ray/auth_token (created by 'up' if missing). Submit with
+  RAY_AUTH_MODE=token \$RAY job submit --address http://127.0.0.1:D --working-dir . -- python -m tune_app ...
+EOF
+}
+
+die() {
+    echo "cluster/local.sh: $*" >&2
+    exit 2
+}
+
+is_count() { [[ $1 =~ ^[0-9]+$ ]]; }
+
+# Loopback only: with this set, Ray picks 127.0.0.1 as the node address and binds there.
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+# Ray 2.60 token authentication, the same on every node and client.
+export RAY_AUTH_MODE=token
+
+cmd=${1:-}
+[[ -n $cmd ]] || { usage >&2; exit 2; }
+shift
+case $cmd in
+    -h | --help | help) usage; exit 0 ;;
+    up | down | status) ;;
+    *) usage >&2; die "unknown command '$cmd'" ;;
+esac
+
+while (($#)); do
+    case $1 in
+        --workers | --port | --dashboard-port | --head-cpus | --worker-cpus)
+            (($# >= 2)) || die "$1 needs a value"
+            is_count "$2" || die "$1 needs a whole number, got '$2'"
+            case $1 in
+                --workers) WORKERS=$2 ;;
+                --port) PORT=$2 ;;
+                --dashboard-port) DASHBOARD_PORT=$2 ;;
+                --head-cpus) HEAD_CPUS=$2 ;;
+                --worker-cpus) WORKER_CPUS=$2 ;;
+            esac
+            shift 2
+            ;;
+        -h | --help) usage; exit 0 ;;
+        *) die "unknown option '$1' (see --help)" ;;
+    esac
+done
+
+((PORT > 0 && PORT < 65536)) || die "--port must be 1-65535"
+((DASHBOARD_PORT > 0 && DASHBOARD_PORT < 65536)) || die "--dashboard-port must be 1-65535"
+((PORT != DASHBOARD_PORT)) || die "--port and --dashboard-port must differ"
+((WORKER_CPUS > 0)) || die "--worker-cpus must be at least 1"
+[[ -x $RAY ]] || command -v "$RAY" >/dev/null || die "Ray CLI '$RAY' not found (set RAY=...)"
+
+up() {
+    # `ray start` does not create a token; `ray get-auth-token --generate` writes
+    # ~/.ray/auth_token once (it prints the token, which stays off the terminal).
+    "$RAY" get-auth-token --generate >/dev/null
+
+    # If any node fails to start, leave nothing half-started behind.
+    trap 'echo "cluster/local.sh: up failed, stopping Ray" >&2; "$RAY" stop --force >/dev/null 2>&1 || true' ERR
+
+    "$RAY" start --head \
+        --node-ip-address 127.0.0.1 \
+        --port "$PORT" \
+        --include-dashboard true \
+        --dashboard-host 127.0.0.1 \
+        --dashboard-port "$DASHBOARD_PORT" \
+        --num-cpus "$HEAD_CPUS" \
+        --num-gpus 0 \
+        --resources '{"head_node": 1}' \
+        --disable-usage-stats
+
+    local i
+    for ((i = 1; i <= WORKERS; i++)); do
+        # `ray start --address` refuses to run while RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0,
+        # and with 1 it rewrites the head's 127.0.0.1 into this machine's network
+        # address. So worker nodes get 1, and `ray start` runs with that rewrite
+        # turned off; --node-ip-address pins the node itself to loopback.
+        # Each node on this host needs its own dashboard-agent port (0 = any free one).
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 "$PY" -c "$LOOPBACK_RAY_START" start \
+            --address "127.0.0.1:$PORT" \
+            --node-ip-address 127.0.0.1 \
+            --num-cpus "$WORKER_CPUS" \
+            --num-gpus 0 \
+            --resources "{\"worker_node\": 1, \"worker_$i\": 1}" \
+            --dashboard-agent-listen-port 0 \
+            --disable-usage-stats
+    done
+    trap - ERR
+
+    echo "Ray cluster up: head + $WORKERS worker node(s)"
+    echo "  address:   127.0.0.1:$PORT"
+    echo "  dashboard: http://127.0.0.1:$DASHBOARD_PORT"
+}
+
+case $cmd in
+    up) up ;;
+    status) "$RAY" status --address "127.0.0.1:$PORT" ;;
+    down) "$RAY" stop --force ;;
+esac
