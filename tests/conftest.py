@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -120,8 +119,3 @@ def small_space(tmp_path: Path) -> Path:
     path = tmp_path / "digits_small.yaml"
     path.write_text(json.dumps(data))  # JSON is YAML
     return path
-
-
-def have(cmd: str) -> bool:
-    """Whether ``cmd`` is on PATH."""
-    return shutil.which(cmd) is not None

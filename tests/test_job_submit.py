@@ -10,6 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -34,23 +35,17 @@ def job_cli(cluster: LocalCluster, *args: str, timeout: float = 120) -> str:
     return text
 
 
-def test_ray_job_submit_runs_a_search(
-    ray_cluster: LocalCluster, small_space: Path, tmp_path: Path
-) -> None:
+def submit_search(
+    cluster: LocalCluster, space: Path, tmp_path: Path, *extra: str, working_dir: bool = True
+) -> list[str]:
+    """Submit `python -m tune_app run` as a Ray job, wait for it, check its MLflow runs.
+
+    Returns the node ids the trials reported.
+    """
     db = tmp_path / "job-mlflow.db"
     runtime_env = {"env_vars": {"RAY_AIR_NEW_OUTPUT": "0"}}
     job_id = f"tune-app-test-{uuid.uuid4().hex[:8]}"
-    job_cli(
-        ray_cluster,
-        "submit",
-        "--no-wait",
-        "--submission-id",
-        job_id,
-        "--working-dir",
-        ".",
-        "--runtime-env-json",
-        json.dumps(runtime_env),
-        "--",
+    entrypoint = [
         sys.executable,  # the cluster's interpreter: this venv
         "-m",
         "tune_app",
@@ -58,7 +53,7 @@ def test_ray_job_submit_runs_a_search(
         "--strategy",
         "random",
         "--space",
-        str(small_space),
+        str(space),
         "--budget-epochs",
         "4",
         "--tracking-uri",
@@ -67,15 +62,28 @@ def test_ray_job_submit_runs_a_search(
         str(tmp_path / "runs"),
         "--experiment",
         "job-submit",
+        *extra,
+    ]
+    job_cli(
+        cluster,
+        "submit",
+        "--no-wait",
+        "--submission-id",
+        job_id,
+        *(["--working-dir", "."] if working_dir else []),
+        "--runtime-env-json",
+        json.dumps(runtime_env),
+        "--",
+        *entrypoint,
     )
     deadline = time.monotonic() + 400
     status = ""
     while time.monotonic() < deadline:
-        status = job_cli(ray_cluster, "status", job_id).lower()
+        status = job_cli(cluster, "status", job_id).lower()
         if any(s in status for s in ("succeeded", "failed", "stopped")):
             break
         time.sleep(3)
-    logs = job_cli(ray_cluster, "logs", job_id)
+    logs = job_cli(cluster, "logs", job_id)
     assert "succeeded" in status, status + logs[-3000:]
     assert "best val_accuracy" in logs
 
@@ -88,3 +96,11 @@ def test_ray_job_submit_runs_a_search(
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert kids and all(k.data.tags[PARENT_TAG] == parents[0].info.run_id for k in kids)
     assert sum(len(client.get_metric_history(k.info.run_id, "val_accuracy")) for k in kids) == 4
+    trials = pd.read_parquet(next((tmp_path / "runs").rglob("trials.parquet")))
+    return [n for cell in trials.nodes for n in str(cell).split(",") if n]
+
+
+def test_ray_job_submit_runs_a_search(
+    ray_cluster: LocalCluster, small_space: Path, tmp_path: Path
+) -> None:
+    assert submit_search(ray_cluster, small_space, tmp_path)

@@ -1,0 +1,93 @@
+"""A second Ray node on this machine: trials must land on both nodes.
+
+The extra node joins the session's cluster for this module and is removed after.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import ray
+
+from tests.conftest import LocalCluster
+from tests.test_job_submit import submit_search
+from tune_app import run_search
+from tune_app.tasks.loop import TRAIN_ENV_DEFAULTS
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def two_nodes(ray_cluster: LocalCluster) -> Iterator[LocalCluster]:
+    """Add a worker node (2 logical CPUs, custom resource ``worker_node``) on 127.0.0.1.
+
+    ``ray start --address`` refuses to run with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0,
+    and with it set to 1 resolves 127.0.0.1 to the machine's address; so the node is
+    started the way Ray's own ``ray.cluster_utils.Cluster`` starts extra nodes.
+    """
+    from ray._private.node import Node
+    from ray._private.parameter import RayParams
+
+    os.environ.update(TRAIN_ENV_DEFAULTS)  # inherited by the node's workers
+    params = RayParams(
+        node_ip_address="127.0.0.1",
+        gcs_address=ray_cluster.gcs_address,
+        num_cpus=2,
+        num_gpus=0,
+        resources={"worker_node": 1},
+        object_store_memory=200 * 1024**2,
+        min_worker_port=0,
+        max_worker_port=0,
+        include_log_monitor=False,
+        node_manager_port=0,
+    )
+    params.dashboard_agent_listen_port = None  # pick a free port, not the head's
+    node = Node(params, head=False, shutdown_at_exit=True, spawn_reaper=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len([n for n in ray.nodes() if n["Alive"]]) < 2:
+            assert time.monotonic() < deadline, "the worker node did not join"
+            time.sleep(1)
+        yield ray_cluster
+    finally:
+        node.kill_all_processes(check_alive=False, allow_graceful=True)
+
+
+def worker_node_id() -> str:
+    return next(n["NodeID"] for n in ray.nodes() if n["Alive"] and "worker_node" in n["Resources"])
+
+
+def test_trials_land_on_both_nodes(
+    two_nodes: LocalCluster, small_space: Path, tracking_uri: str, tmp_path: Path
+) -> None:
+    # 2 CPUs per worker: each node fits exactly one trial's worker group.
+    result = run_search(
+        "random",
+        small_space,
+        budget_epochs=4,
+        cpus_per_worker=2,
+        max_concurrent=2,
+        tracking_uri=tracking_uri,
+        storage_path=tmp_path,
+        verbose=False,
+    )
+    nodes = {n for cell in result.trials.nodes for n in cell.split(",") if n}
+    assert len(nodes) == 2
+    assert worker_node_id() in nodes
+    assert result.epochs_spent == 4
+
+
+def test_ray_job_submit_on_the_multi_node_cluster(
+    two_nodes: LocalCluster, small_space: Path, tmp_path: Path
+) -> None:
+    # No --working-dir here: both nodes share one session dir on this machine, and the
+    # added node's runtime-env agent garbage-collects the job's unpacked working dir
+    # (the installed package is importable anyway). On real nodes this cannot happen.
+    nodes = submit_search(
+        two_nodes, small_space, tmp_path, "--cpus-per-worker", "2", working_dir=False
+    )
+    assert set(nodes) <= {n["NodeID"] for n in ray.nodes() if n["Alive"]}
