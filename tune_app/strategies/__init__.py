@@ -129,6 +129,20 @@ def _module(name: str) -> Any:
     return importlib.import_module(REGISTRY[name].module)
 
 
+def _build(
+    kind: Kind,
+    name: str,
+    space: SearchSpace,
+    metric: str,
+    mode: str,
+    seed: int,
+    options: dict[str, Any] | None,
+) -> Any:
+    if name not in REGISTRY or REGISTRY[name].kind != kind:
+        raise ConfigError(f"unknown {kind} {name!r}; valid: {', '.join(names(kind))}")
+    return _module(name).build(space, metric, mode, seed, options)
+
+
 def build_searcher(
     name: str,
     space: SearchSpace,
@@ -138,9 +152,7 @@ def build_searcher(
     options: dict[str, Any] | None = None,
 ) -> Searcher:
     """Build the searcher registered as ``name``, ready for Tune."""
-    if name not in REGISTRY or REGISTRY[name].kind != "searcher":
-        raise ConfigError(f"unknown searcher {name!r}; valid: {', '.join(names('searcher'))}")
-    searcher: Searcher = _module(name).build(space, metric, mode, seed, options)
+    searcher: Searcher = _build("searcher", name, space, metric, mode, seed, options)
     return searcher
 
 
@@ -153,9 +165,7 @@ def build_scheduler(
     options: dict[str, Any] | None = None,
 ) -> TrialScheduler:
     """Build the scheduler registered as ``name``."""
-    if name not in REGISTRY or REGISTRY[name].kind != "scheduler":
-        raise ConfigError(f"unknown scheduler {name!r}; valid: {', '.join(names('scheduler'))}")
-    scheduler: TrialScheduler = _module(name).build(space, metric, mode, seed, options)
+    scheduler: TrialScheduler = _build("scheduler", name, space, metric, mode, seed, options)
     return scheduler
 
 
