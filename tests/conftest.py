@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,3 +120,16 @@ def small_space(tmp_path: Path) -> Path:
     path = tmp_path / "digits_small.yaml"
     path.write_text(json.dumps(data))  # JSON is YAML
     return path
+
+
+def children(uri: str, result: Any) -> list[Any]:
+    """The MLflow child runs nested under a search result's parent run."""
+    from mlflow.tracking import MlflowClient
+
+    from tune_app.tracking import PARENT_TAG
+
+    return list(
+        MlflowClient(uri).search_runs(
+            [result.experiment_id], f"tags.`{PARENT_TAG}` = '{result.mlflow_run_id}'"
+        )
+    )

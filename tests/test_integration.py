@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.conftest import children
 from tests.user_tasks import Exploding
 from tune_app import compare, run_search, strategies
 from tune_app.api import SearchResult
@@ -15,13 +16,6 @@ from tune_app.tracking import PARENT_TAG, TRIAL_TAG
 
 pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.slow]
 BUDGET = 4
-
-
-def children(uri: str, result: SearchResult) -> list:
-    client = MlflowClient(uri)
-    return client.search_runs(
-        [result.experiment_id], f"tags.`{PARENT_TAG}` = '{result.mlflow_run_id}'"
-    )
 
 
 def check_tracking(uri: str, result: SearchResult) -> None:

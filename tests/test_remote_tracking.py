@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import free_port
+from tests.conftest import children, free_port
 from tune_app import run_search
-from tune_app.tracking import PARENT_TAG
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 
@@ -164,9 +163,7 @@ def test_search_logs_nested_runs_over_http(
     client = MlflowClient(mlflow_server)  # REST client
     parent = client.get_run(result.mlflow_run_id)
     assert parent.info.status == "FINISHED"
-    kids = client.search_runs(
-        [result.experiment_id], f"tags.`{PARENT_TAG}` = '{result.mlflow_run_id}'"
-    )
+    kids = children(mlflow_server, result)
     assert len(kids) == len(result.trials) >= 1
     epochs = sum(len(client.get_metric_history(k.info.run_id, "val_accuracy")) for k in kids)
     assert epochs == result.epochs_spent == 4
