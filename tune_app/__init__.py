@@ -13,7 +13,8 @@ if "RAY_ADDRESS" not in os.environ:
 # connecting to an existing cluster (~/.ray/auth_token or $RAY_AUTH_TOKEN).
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
-from tune_app.api import Comparison, SearchResult, compare, run_search
+from tune_app.api import SearchResult, run_search
+from tune_app.comparison import Comparison, compare
 from tune_app.errors import ConfigError, SpaceError, TaskError, TrackingError, TuneAppError
 
 __all__ = [

@@ -188,7 +188,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from tune_app.api import compare
+    from tune_app.comparison import compare
 
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
     if args.seeds < 1:
