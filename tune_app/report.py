@@ -1,0 +1,601 @@
+"""The comparison report: which strategy is best for this model, and how sure we are.
+
+A :class:`Study` holds what several search runs (strategies x seeds, one space and
+budget) measured: one row per run, every reported epoch, every trial's config.
+It is built from a finished :class:`~tune_app.comparison.Comparison` in memory
+(:func:`from_comparison`) or from MLflow alone (:func:`from_mlflow`), so a
+report can be rebuilt for runs made on a cluster. :func:`write_report` turns a
+study into ``report.md`` plus PNG plots and CSV tables:
+
+- anytime curves: best-so-far metric against epochs spent and against wall
+  time, mean over seeds with a +-1 standard-deviation band, one line per strategy;
+- the final table: mean and spread of the best metric, normalised regret when
+  the optimum is known, mean rank, trials, epochs spent, wall time;
+- paired statistics against a baseline strategy across seeds: wins/ties/losses,
+  a bootstrap CI of the mean difference and a Wilcoxon signed-rank test, with
+  an explicit "too few seeds" verdict when the test cannot reach 5 %;
+- a heatmap of the metric over two hyperparameters at chosen epochs, and the
+  values each strategy chose, trial by trial.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tune_app.errors import ConfigError, TrackingError
+
+# Wilcoxon's two-sided exact p-value cannot go below 0.05 with fewer pairs.
+MIN_PAIRS = 6
+ALPHA = 0.05
+
+
+@dataclass
+class Study:
+    """What a comparison measured, independent of where it was read from."""
+
+    metric: str
+    mode: str
+    runs: pd.DataFrame  # strategy, seed, best, trials, epochs_spent, budget_epochs, ...
+    history: pd.DataFrame  # strategy, seed, epochs_spent, wall_time_s, trial_id, epoch, ...
+    trials: pd.DataFrame  # strategy, seed, trial, trial_id, status, epochs, config.<name>
+    optimum: float | None = None
+    title: str = "comparison"
+    extra: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    @property
+    def strategies(self) -> list[str]:
+        """Strategies in the order they were run."""
+        return list(dict.fromkeys(self.runs["strategy"]))
+
+    @property
+    def sign(self) -> float:
+        """+1 when larger is better, -1 when smaller is better."""
+        return 1.0 if self.mode == "max" else -1.0
+
+    @property
+    def params(self) -> list[str]:
+        """Names of the searched hyperparameters."""
+        return [c.removeprefix("config.") for c in self.trials.columns if c.startswith("config.")]
+
+
+# ---------------------------------------------------------------- building a study
+
+
+def from_comparison(comparison: Any, optimum: float | None = None, title: str = "") -> Study:
+    """A study from an in-memory :class:`~tune_app.comparison.Comparison`."""
+    results = comparison.results
+    if not results:
+        raise ConfigError("the comparison has no finished search runs to report on")
+    runs, hist, trials = [], [], []
+    for r in results:
+        runs.append(
+            {
+                "strategy": r.strategy,
+                "seed": int(r.seed),
+                "best": float(r.best_metric),
+                "trials": len(r.trials),
+                "epochs_spent": int(r.epochs_spent),
+                "budget_epochs": int(r.budget_epochs),
+                "wall_time_s": float(r.wall_time_s),
+                "run_id": r.mlflow_run_id,
+            }
+        )
+        hist.append(r.history.assign(strategy=r.strategy, seed=int(r.seed)))
+        trials.append(r.trials.assign(strategy=r.strategy, seed=int(r.seed)))
+    first = results[0]
+    return Study(
+        metric=first.metric,
+        mode=first.mode,
+        runs=pd.DataFrame(runs),
+        history=_concat(hist),
+        trials=_concat(trials),
+        optimum=optimum,
+        title=title or "comparison",
+    )
+
+
+def from_mlflow(
+    ref: str, tracking_uri: str | None = None, optimum: float | None = None
+) -> tuple[Study, str]:
+    """A study from MLflow alone: ``ref`` is a comparison run id or an experiment name.
+
+    For an experiment, its latest comparison run is used. Returns the study and the
+    comparison run id.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from tune_app.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    client = MlflowClient(uri)
+    try:
+        parent = _find_comparison(client, ref)
+        children = client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+            max_results=10_000,
+        )
+    except MlflowException as exc:
+        raise TrackingError(f"cannot read {ref!r} from MLflow at {uri}: {exc.message}") from None
+    searches = [c for c in children if c.data.tags.get("tune_app.kind") == "search"]
+    if not searches:
+        raise ConfigError(f"comparison run {parent.info.run_id} has no search runs yet")
+    searches.sort(key=lambda c: c.info.start_time or 0)
+    runs, hist, trials = [], [], []
+    metric = mode = ""
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, run in enumerate(searches):
+            tags, data = run.data.tags, run.data
+            strategy, seed = tags["tune_app.strategy"], int(tags["tune_app.seed"])
+            metric = data.params.get("metric", metric)
+            mode = data.params.get("mode", mode)
+            frames = {}
+            for name in ("trials", "history"):
+                dest = Path(tmp) / str(i)
+                dest.mkdir(exist_ok=True)
+                try:
+                    path = client.download_artifacts(run.info.run_id, f"{name}.parquet", str(dest))
+                    frames[name] = pd.read_parquet(path)
+                except (MlflowException, OSError):
+                    frames[name] = pd.DataFrame()
+            runs.append(
+                {
+                    "strategy": strategy,
+                    "seed": seed,
+                    "best": float(data.metrics.get(f"final_best_{metric}", math.nan)),
+                    "trials": int(data.metrics.get("trials", len(frames["trials"]))),
+                    "epochs_spent": int(data.metrics.get("epochs_spent_total", 0)),
+                    "budget_epochs": int(tags.get("tune_app.budget_epochs", 0)),
+                    "wall_time_s": float(data.metrics.get("wall_time_s", math.nan)),
+                    "run_id": run.info.run_id,
+                }
+            )
+            hist.append(frames["history"].assign(strategy=strategy, seed=seed))
+            trials.append(frames["trials"].assign(strategy=strategy, seed=seed))
+    if not metric or mode not in ("min", "max"):
+        raise ConfigError(f"search runs under {parent.info.run_id} lack metric/mode params")
+    if optimum is None and "optimum" in parent.data.params:
+        optimum = float(parent.data.params["optimum"])
+    study = Study(
+        metric=metric,
+        mode=mode,
+        runs=pd.DataFrame(runs),
+        history=_concat(hist),
+        trials=_concat(trials),
+        optimum=optimum,
+        title=parent.info.run_name or "comparison",
+    )
+    return study, parent.info.run_id
+
+
+def _find_comparison(client: Any, ref: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(ref)
+    except MlflowException:
+        run = None
+    if run is not None:
+        if run.data.tags.get("tune_app.kind") != "comparison":
+            raise ConfigError(
+                f"run {ref} is a {run.data.tags.get('tune_app.kind', 'non-tune_app')} run, "
+                f"not a comparison; pass the comparison run's id or its experiment name"
+            )
+        return run
+    exp = client.get_experiment_by_name(ref)
+    if exp is None:
+        raise ConfigError(
+            f"{ref!r} is neither a run id nor an experiment in this tracking store; "
+            f"check --tracking-uri and the id shown by `compare`"
+        )
+    found = client.search_runs(
+        [exp.experiment_id],
+        filter_string="tags.`tune_app.kind` = 'comparison'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not found:
+        raise ConfigError(f"experiment {ref!r} has no comparison runs; run `compare` first")
+    return found[0]
+
+
+def _concat(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# ---------------------------------------------------------------- the numbers
+
+
+def regret(study: Study, value: float | pd.Series) -> Any:
+    """Distance from the known optimum (>= 0); NaN when no optimum is known."""
+    if study.optimum is None:
+        return value * math.nan
+    return (study.optimum - value) * study.sign
+
+
+def ranks(study: Study) -> pd.DataFrame:
+    """Rank of each strategy within each seed (1 = best; ties share the mean rank)."""
+    table = study.runs.pivot_table(index="seed", columns="strategy", values="best")
+    score = table * study.sign
+    return score.rank(axis=1, ascending=False, method="average")[study.strategies]
+
+
+def final_table(study: Study, baseline: str | None = None) -> pd.DataFrame:
+    """One row per strategy: best metric (mean, std), regret, mean rank, cost."""
+    runs = study.runs
+    rank = ranks(study).mean()
+    rows = []
+    base_regret = math.nan
+    if study.optimum is not None and baseline in study.strategies:
+        base_regret = float(regret(study, runs.loc[runs.strategy == baseline, "best"]).mean())
+    for name in study.strategies:
+        sub = runs[runs.strategy == name]
+        row: dict[str, Any] = {
+            "strategy": name,
+            "seeds": len(sub),
+            f"best {study.metric} mean": sub["best"].mean(),
+            f"best {study.metric} std": sub["best"].std(ddof=1) if len(sub) > 1 else math.nan,
+        }
+        if study.optimum is not None:
+            reg = regret(study, sub["best"])
+            row["regret mean"] = reg.mean()
+            row["normalised regret"] = (
+                reg.mean() / base_regret if base_regret and base_regret > 0 else math.nan
+            )
+        row["mean rank"] = float(rank[name])
+        row["trials mean"] = sub["trials"].mean()
+        row["epochs spent mean"] = sub["epochs_spent"].mean()
+        row["wall time mean (s)"] = sub["wall_time_s"].mean()
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """One strategy against the baseline over the seeds both ran."""
+
+    strategy: str
+    baseline: str
+    pairs: int
+    wins: int
+    ties: int
+    losses: int
+    mean_diff: float  # mean improvement over the baseline (positive = better)
+    ci_low: float
+    ci_high: float
+    p_value: float
+    verdict: str
+
+
+def paired_stats(
+    study: Study, baseline: str = "random", boot: int = 5000, seed: int = 0
+) -> list[Paired]:
+    """Each strategy vs ``baseline`` across seeds: wins, bootstrap CI, Wilcoxon test."""
+    from scipy.stats import wilcoxon
+
+    if baseline not in study.strategies:
+        raise ConfigError(
+            f"baseline {baseline!r} was not run; pick one of {', '.join(study.strategies)}"
+        )
+    table = study.runs.pivot_table(index="seed", columns="strategy", values="best")
+    rng = np.random.default_rng(seed)
+    out = []
+    for name in study.strategies:
+        if name == baseline:
+            continue
+        both = table[[name, baseline]].dropna()
+        diff = ((both[name] - both[baseline]) * study.sign).to_numpy(dtype=float)
+        n = len(diff)
+        wins, ties = int((diff > 0).sum()), int((diff == 0).sum())
+        if n == 0:
+            nan = math.nan
+            out.append(Paired(name, baseline, 0, 0, 0, 0, nan, nan, nan, nan, "no paired seeds"))
+            continue
+        means = rng.choice(diff, size=(boot, n), replace=True).mean(axis=1)
+        lo, hi = (float(x) for x in np.quantile(means, [0.025, 0.975]))
+        p = 1.0 if np.all(diff == 0) else float(wilcoxon(diff, zero_method="zsplit").pvalue)
+        if n < MIN_PAIRS:
+            verdict = f"too few seeds to conclude ({n} pairs; need >= {MIN_PAIRS})"
+        elif p < ALPHA:
+            verdict = "better than baseline" if diff.mean() > 0 else "worse than baseline"
+        else:
+            verdict = "no significant difference"
+        losses = n - wins - ties
+        mean = float(diff.mean())
+        out.append(Paired(name, baseline, n, wins, ties, losses, mean, lo, hi, p, verdict))
+    return out
+
+
+def anytime(study: Study, x: str = "epochs_spent", points: int = 100) -> pd.DataFrame:
+    """Best-so-far per strategy on a common x grid: mean and std over seeds.
+
+    ``x`` is ``"epochs_spent"`` or ``"wall_time_s"``. Before a run's first report
+    its value is missing, so early means cover only the seeds that have reported.
+    """
+    hist = study.history
+    if hist.empty:
+        return pd.DataFrame(columns=["strategy", x, "mean", "std", "n"])
+    top = float(hist[x].max())
+    grid = (
+        np.arange(1, int(top) + 1, dtype=float)
+        if x == "epochs_spent"
+        else np.linspace(0.0, top, points)
+    )
+    rows = []
+    for name in study.strategies:
+        curves = []
+        for _, run in hist[hist.strategy == name].groupby("seed"):
+            run = run.sort_values([x, "epochs_spent"])
+            xs, ys = run[x].to_numpy(float), run["best_so_far"].to_numpy(float)
+            idx = np.searchsorted(xs, grid, side="right") - 1
+            curves.append(np.where(idx >= 0, ys[np.clip(idx, 0, None)], np.nan))
+        mat = np.vstack(curves)
+        with np.errstate(all="ignore"):
+            n = np.sum(~np.isnan(mat), axis=0)
+            mean = np.nanmean(np.where(n > 0, mat, 0.0), axis=0)
+            std = np.nanstd(np.where(n > 0, mat, 0.0), axis=0)
+        for g, m, s, k in zip(grid, mean, std, n, strict=True):
+            if k:
+                rows.append({"strategy": name, x: g, "mean": m, "std": s, "n": int(k)})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- the plots
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_anytime(study: Study, path: Path, x: str = "epochs_spent") -> Path:
+    """Best-so-far vs budget (or wall time), mean +- std over seeds per strategy."""
+    plt = _plt()
+    curves = anytime(study, x)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name in study.strategies:
+        c = curves[curves.strategy == name]
+        if c.empty:
+            continue
+        ax.step(c[x], c["mean"], where="post", label=name, linewidth=1.8)
+        ax.fill_between(c[x], c["mean"] - c["std"], c["mean"] + c["std"], step="post", alpha=0.15)
+    if study.optimum is not None:
+        ax.axhline(study.optimum, color="k", linestyle=":", linewidth=1, label="optimum")
+    seeds = study.runs["seed"].nunique()
+    ax.set_xlabel("epochs spent (budget)" if x == "epochs_spent" else "wall time (s)")
+    ax.set_ylabel(f"best {study.metric} so far")
+    ax.set_title(f"{study.title}: mean over {seeds} seed(s), band = +-1 std")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _bins(values: pd.Series, max_bins: int = 8) -> tuple[pd.Series, list[str]]:
+    """Categorical bins for a hyperparameter column (its distinct values or quantiles)."""
+    vals = values.dropna()
+    distinct = sorted(vals.unique(), key=lambda v: (str(type(v)), v))
+    if len(distinct) <= max_bins or not pd.api.types.is_numeric_dtype(vals):
+        labels = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in distinct]
+        mapping = dict(zip(distinct, labels, strict=True))
+        return values.map(mapping), labels
+    num = vals.astype(float)
+    use_log = bool((num > 0).all() and num.max() / num.min() > 50)
+    edges = np.unique(np.quantile(np.log(num) if use_log else num, np.linspace(0, 1, max_bins + 1)))
+    if use_log:
+        edges = np.exp(edges)
+    cut = pd.cut(values.astype(float), edges, include_lowest=True, duplicates="drop")
+    labels = [f"{iv.left:.3g}-{iv.right:.3g}" for iv in cut.cat.categories]
+    return cut.cat.rename_categories(labels).astype(str), labels
+
+
+def heatmap_frame(study: Study, x: str, y: str, epoch: int) -> pd.DataFrame:
+    """Mean metric per (x bin, y bin) over every trial that reported ``epoch``."""
+    for p in (x, y):
+        if p not in study.params:
+            raise ConfigError(
+                f"heatmap parameter {p!r} was not searched; pick two of {', '.join(study.params)}"
+            )
+    h = study.history
+    at = h[h["epoch"] == epoch][["strategy", "seed", "trial_id", study.metric]]
+    cfg = study.trials[["strategy", "seed", "trial_id", f"config.{x}", f"config.{y}"]]
+    joined = at.merge(cfg, on=["strategy", "seed", "trial_id"])
+    if joined.empty:
+        return pd.DataFrame()
+    bx, lx = _bins(joined[f"config.{x}"])
+    by, ly = _bins(joined[f"config.{y}"])
+    grid = joined.assign(bx=bx.to_numpy(), by=by.to_numpy()).pivot_table(
+        index="by", columns="bx", values=study.metric, aggfunc="mean"
+    )
+    return grid.reindex(
+        index=[v for v in ly if v in grid.index], columns=[v for v in lx if v in grid.columns]
+    )
+
+
+def plot_heatmap(study: Study, x: str, y: str, epochs: Sequence[int], path: Path) -> Path:
+    """Heatmaps of the metric over two hyperparameters, one panel per epoch."""
+    plt = _plt()
+    epochs = list(epochs)
+    fig, axes = plt.subplots(1, len(epochs), figsize=(4.6 * len(epochs), 4.0), squeeze=False)
+    for ax, epoch in zip(axes[0], epochs, strict=True):
+        grid = heatmap_frame(study, x, y, epoch)
+        if grid.empty:
+            ax.set_title(f"epoch {epoch}: no trial reached it")
+            ax.axis("off")
+            continue
+        cmap = "viridis" if study.mode == "max" else "viridis_r"
+        im = ax.imshow(grid.to_numpy(float), cmap=cmap, aspect="auto", origin="lower")
+        ax.set_xticks(range(len(grid.columns)), grid.columns, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(grid.index)), grid.index, fontsize=7)
+        for (i, j), v in np.ndenumerate(grid.to_numpy(float)):
+            if not math.isnan(v):
+                ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=6, color="w")
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
+        ax.set_title(f"mean {study.metric} at epoch {epoch}")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_chosen_values(study: Study, path: Path, seed: int | None = None) -> Path:
+    """The value of every hyperparameter each strategy chose, trial by trial (one seed)."""
+    plt = _plt()
+    params = study.params
+    if seed is None:
+        seed = int(study.runs["seed"].iloc[0])
+    names = study.strategies
+    fig, axes = plt.subplots(
+        len(params), len(names), figsize=(2.6 * len(names), 1.9 * len(params)), squeeze=False
+    )
+    trials = study.trials[study.trials.seed == seed]
+    best_col = f"best_{study.metric}"
+    for j, name in enumerate(names):
+        t = trials[trials.strategy == name].sort_values("trial")
+        for i, p in enumerate(params):
+            ax = axes[i][j]
+            vals = t[f"config.{p}"]
+            numeric = pd.api.types.is_numeric_dtype(vals)
+            colour = t.get(best_col)
+            ax.scatter(
+                t["trial"], vals if numeric else vals.astype(str), c=colour, s=14, cmap="viridis"
+            )
+            if numeric and len(vals) and (vals > 0).all() and vals.max() / vals.min() > 50:
+                ax.set_yscale("log")
+            if i == 0:
+                ax.set_title(name, fontsize=9)
+            if j == 0:
+                ax.set_ylabel(p, fontsize=8)
+            if i == len(params) - 1:
+                ax.set_xlabel("trial", fontsize=8)
+            ax.tick_params(labelsize=7)
+    fig.suptitle(f"values chosen, trial by trial (seed {seed}; colour = best {study.metric})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------- the report
+
+
+def _md(frame: pd.DataFrame) -> str:
+    """A Markdown table (no extra dependency)."""
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    for _, row in frame.iterrows():
+        cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired_frame(pairs: Sequence[Paired]) -> pd.DataFrame:
+    """The paired statistics as a table."""
+    return pd.DataFrame(
+        [
+            {
+                "strategy": p.strategy,
+                "vs": p.baseline,
+                "pairs": p.pairs,
+                "wins/ties/losses": f"{p.wins}/{p.ties}/{p.losses}",
+                "mean improvement": p.mean_diff,
+                "95% CI low": p.ci_low,
+                "95% CI high": p.ci_high,
+                "Wilcoxon p": p.p_value,
+                "verdict": p.verdict,
+            }
+            for p in pairs
+        ]
+    )
+
+
+def write_report(
+    study: Study,
+    out_dir: Path,
+    baseline: str = "random",
+    heatmap: tuple[str, str] | None = None,
+    heatmap_epochs: Sequence[int] | None = None,
+) -> Path:
+    """Write ``report.md``, its PNGs and CSV tables into ``out_dir``; return the Markdown path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = final_table(study, baseline)
+    table.to_csv(out_dir / "final_table.csv", index=False)
+    seeds = study.runs["seed"].nunique()
+    budget = int(study.runs["budget_epochs"].max())
+    parts = [
+        f"# {study.title}",
+        "",
+        f"{len(study.strategies)} strategies x {seeds} seed(s), budget {budget} epochs "
+        f"per search, metric `{study.metric}` ({study.mode})"
+        + (f", known optimum {study.optimum:.6g}" if study.optimum is not None else "")
+        + ".",
+        "",
+        "## Final results",
+        "",
+        _md(table),
+        "",
+    ]
+    if baseline in study.strategies and len(study.strategies) > 1:
+        pairs = paired_frame(paired_stats(study, baseline))
+        pairs.to_csv(out_dir / "paired.csv", index=False)
+        parts += [
+            f"## Paired against `{baseline}` (same seeds)",
+            "",
+            "Improvement is in the metric's better direction. The CI is a bootstrap "
+            "of the mean paired difference; the test is Wilcoxon's signed-rank.",
+            "",
+            _md(pairs),
+            "",
+        ]
+    else:
+        parts += [f"_No paired statistics: baseline `{baseline}` was not run._", ""]
+    plot_anytime(study, out_dir / "anytime_epochs.png", "epochs_spent")
+    plot_anytime(study, out_dir / "anytime_wall.png", "wall_time_s")
+    parts += [
+        "## Anytime performance",
+        "",
+        "![best so far vs epochs](anytime_epochs.png)",
+        "",
+        "![best so far vs wall time](anytime_wall.png)",
+        "",
+    ]
+    if study.params and not study.trials.empty:
+        plot_chosen_values(study, out_dir / "chosen_values.png")
+        parts += ["## Values chosen", "", "![chosen values](chosen_values.png)", ""]
+        if len(study.params) >= 2 and not study.history.empty:
+            x, y = heatmap or (study.params[0], study.params[1])
+            top = int(study.history["epoch"].max())
+            epochs = list(heatmap_epochs or sorted({1, top}))
+            plot_heatmap(study, x, y, epochs, out_dir / "heatmap.png")
+            parts += [
+                f"## {study.metric} over {x} and {y}",
+                "",
+                "Mean over every trial of every strategy and seed that reached the epoch.",
+                "",
+                "![heatmap](heatmap.png)",
+                "",
+            ]
+    for name, frame in study.extra.items():
+        frame.to_csv(out_dir / f"{name}.csv", index=False)
+        parts += [f"## {name.replace('_', ' ').capitalize()}", "", _md(frame), ""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(parts))
+    return path
