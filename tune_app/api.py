@@ -120,6 +120,7 @@ def run_search(
     scheduler_options: Mapping[str, Any] | None = None,
     parent_run_id: str | None = None,
     verbose: bool = True,
+    data_dir: str | Path | None = None,
 ) -> SearchResult:
     """Run one search: ``strategy`` on ``space`` within ``budget_epochs`` total epochs.
 
@@ -148,6 +149,8 @@ def run_search(
         scheduler_options: options of the scheduler (unknown keys are errors).
         parent_run_id: nest this search run under an MLflow run (used by compare).
         verbose: print progress lines.
+        data_dir: data directory of file-backed tasks; default the space's
+            ``fixed.data_dir``, ``$TUNE_APP_DATA`` or ``~/.cache/tune_app/data``.
     """
     from ray import tune
 
@@ -177,6 +180,13 @@ def run_search(
         if strat.scheduler
         else None
     )
+
+    fixed = dict(sp.fixed)
+    if data_dir is not None or "data_dir" in fixed or the_task.uses_data_dir:
+        # Resolved here: workers on other nodes do not share the driver's env or cwd.
+        fixed["data_dir"] = tasks.resolve_data_dir(data_dir, fixed)
+        if not (address or os.environ.get("RAY_ADDRESS")):
+            the_task.check_data(fixed)  # local run: the driver sees the workers' files
 
     uri = resolve_tracking_uri(tracking_uri)
     tracker = Tracker(uri, experiment or f"{the_task.name}-{sp.name}")
@@ -208,7 +218,7 @@ def run_search(
         task=the_task,
         seed=seed,
         max_epochs=sp.max_epochs,
-        fixed=dict(sp.fixed),
+        fixed=fixed,
         num_workers=placement.num_workers,
         cpus_per_worker=placement.cpus_per_worker,
         gpus_per_worker=placement.gpus_per_worker,

@@ -84,6 +84,10 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", help="MLflow experiment name (default: <task>-<space>)")
     p.add_argument("--storage-path", help="run state directory (default: ./tune_runs)")
     p.add_argument(
+        "--data-dir",
+        help="data directory of file-backed tasks (default: $TUNE_APP_DATA or ~/.cache/...)",
+    )
+    p.add_argument(
         "--opt",
         action="append",
         metavar="KEY=VALUE",
@@ -139,6 +143,7 @@ def _search_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "max_failures": args.max_failures,
         "address": args.address,
         "storage_path": args.storage_path,
+        "data_dir": args.data_dir,
         "strategy_options": _options(args.opt, "--opt"),
         "scheduler_options": _options(args.scheduler_opt, "--scheduler-opt"),
         "verbose": not args.quiet,

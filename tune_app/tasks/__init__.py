@@ -11,12 +11,17 @@ from typing import Any
 
 from tune_app.errors import TaskError
 from tune_app.tasks.base import ClassificationTask, Task
+from tune_app.tasks.data import resolve_data_dir
 
-__all__ = ["TASKS", "ClassificationTask", "Task", "resolve"]
+__all__ = ["TASKS", "ClassificationTask", "Task", "resolve", "resolve_data_dir"]
 
 # name -> "module:attr" (imported lazily so listing tasks imports nothing heavy)
 TASKS: dict[str, str] = {
     "digits_mlp": "tune_app.tasks.digits_mlp:DigitsMLP",
+    "mnist_cnn": "tune_app.tasks.mnist_cnn:MNISTCNN",
+    "cifar10_mlp": "tune_app.tasks.cifar10_mlp:CIFAR10MLP",
+    "covertype_mlp": "tune_app.tasks.covertype_mlp:CovertypeMLP",
+    "keypoints_cnn": "tune_app.tasks.keypoints_cnn:KeypointsCNN",
 }
 
 

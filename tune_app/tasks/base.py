@@ -41,6 +41,9 @@ class Task(ABC):
 
     name: str = "task"
     metrics: tuple[str, ...] = ("val_loss",)
+    # True: the task reads files under ``config["data_dir"]``, which run_search
+    # resolves on the driver (--data-dir, $TUNE_APP_DATA) and ships to workers.
+    uses_data_dir: bool = False
 
     @abstractmethod
     def load_data(self, config: Mapping[str, Any], seed: int) -> tuple[Dataset, Dataset]:
@@ -68,6 +71,9 @@ class Task(ABC):
 
     def validate_config(self, config: Mapping[str, Any]) -> None:  # noqa: B027
         """Raise :class:`TaskError` for options this task cannot use (optional)."""
+
+    def check_data(self, config: Mapping[str, Any]) -> None:  # noqa: B027
+        """Raise :class:`TaskError` if the data is missing (driver side, before Ray starts)."""
 
 
 class ClassificationTask(Task):
@@ -117,4 +123,91 @@ def mlp(
             layers.append(nn.Dropout(dropout))
         width = int(h)
     layers.append(nn.Linear(width, out_features))
+    return nn.Sequential(*layers)
+
+
+def check_fraction(name: str, value: Any, low_open: bool = False) -> float:
+    """``value`` as a float in [0, 1) (or (0, 1] with ``low_open``); else :class:`TaskError`."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TaskError(f"{name} must be a number, got {value!r}") from None
+    ok = 0.0 < v <= 1.0 if low_open else 0.0 <= v < 1.0
+    if not ok:
+        span = "(0, 1]" if low_open else "[0, 1)"
+        raise TaskError(f"{name} must be in {span}, got {value!r}")
+    return v
+
+
+def scaled(units: Any, width_mult: Any, name: str = "width") -> int:
+    """``units`` x ``width_mult`` (the fewer-units fidelity knob), at least 1."""
+    mult = check_fraction("width_mult", width_mult, low_open=True)
+    n = int(units)
+    if n < 1:
+        raise TaskError(f"{name} must be >= 1, got {units!r}")
+    return max(1, round(n * mult))
+
+
+class ImageInput(nn.Module):
+    """Turn uint8 images (N, C, H, W) into normalised floats inside the model.
+
+    Data sets stay uint8 in memory (4x smaller than float32, shared by DataLoader
+    batches); the conversion runs per batch on the training device.
+    """
+
+    def __init__(self, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise a batch."""
+        return (x.float() - self.mean) / self.std
+
+
+def conv_net(
+    in_channels: int,
+    size: int,
+    channels: list[int],
+    out_features: int,
+    hidden: int = 128,
+    activation: str = "relu",
+    dropout: float = 0.0,
+) -> nn.Sequential:
+    """Conv blocks (3x3 conv, activation, 2x2 max-pool) then a one-hidden-layer head.
+
+    ``channels`` has one entry per block; ``size`` is the input's height/width.
+    Pooling rounds up, so any size >= 1 survives any depth.
+    """
+    if activation not in ACTIVATIONS:
+        raise TaskError(f"unknown activation {activation!r}; use one of {', '.join(ACTIVATIONS)}")
+    if not channels or any(int(c) < 1 for c in channels):
+        raise TaskError(
+            f"conv blocks need >= 1 channel each and at least one block, got {channels}"
+        )
+    if int(hidden) < 1:
+        raise TaskError(f"hidden units must be >= 1, got {hidden}")
+    dropout = check_fraction("dropout", dropout)
+    layers: list[nn.Module] = []
+    width = in_channels
+    for c in channels:
+        layers += [
+            nn.Conv2d(width, int(c), kernel_size=3, padding=1),
+            ACTIVATIONS[activation](),
+            nn.MaxPool2d(2, ceil_mode=True),
+        ]
+        width = int(c)
+        size = (size + 1) // 2
+    layers.append(nn.Flatten())
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    layers += [
+        nn.Linear(width * size * size, int(hidden)),
+        ACTIVATIONS[activation](),
+    ]
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(int(hidden), out_features))
     return nn.Sequential(*layers)
