@@ -74,3 +74,43 @@ def write_cifar10(root: Path, per_batch: int = 200, seed: int = 0) -> Path:
     with open(base / "batches.meta", "wb") as f:
         pickle.dump(meta, f, protocol=2)
     return root
+
+
+def write_covertype(root: Path, n: int = 2000, seed: int = 0, gz: bool = False) -> Path:
+    """``root/covertype/covtype.data``: 55 comma-separated ints per line, no header.
+
+    Elevation, wilderness area and soil type depend on the class (as in the real
+    data, where elevation alone separates several classes); the rest is noise in
+    the real columns' ranges.
+    """
+    rng = np.random.default_rng(seed)
+    y = rng.integers(1, 8, n)
+    cont = np.stack(
+        [
+            1900 + 250 * y + rng.normal(0, 120, n),  # elevation (m)
+            rng.integers(0, 361, n),  # aspect
+            rng.integers(0, 67, n),  # slope
+            rng.integers(0, 1398, n),  # horizontal distance to hydrology
+            rng.integers(-173, 602, n),  # vertical distance to hydrology
+            rng.integers(0, 7118, n),  # horizontal distance to roadways
+            rng.integers(0, 255, n),  # hillshade 9am
+            rng.integers(0, 255, n),  # hillshade noon
+            rng.integers(0, 255, n),  # hillshade 3pm
+            rng.integers(0, 7174, n),  # horizontal distance to fire points
+        ],
+        axis=1,
+    ).astype(np.int64)
+    wild = np.zeros((n, 4), np.int64)
+    wild[np.arange(n), np.where(rng.random(n) < 0.7, y % 4, rng.integers(0, 4, n))] = 1
+    soil = np.zeros((n, 40), np.int64)
+    soil[np.arange(n), (5 * (y - 1) + rng.integers(0, 6, n)) % 40] = 1
+    rows = np.concatenate([cont, wild, soil, y[:, None]], axis=1)
+    out = root / "covertype"
+    out.mkdir(parents=True, exist_ok=True)
+    text = "\n".join(",".join(map(str, r)) for r in rows.tolist()) + "\n"
+    if gz:
+        with gzip.open(out / "covtype.data.gz", "wt") as f:
+            f.write(text)
+    else:
+        (out / "covtype.data").write_text(text)
+    return root

@@ -27,6 +27,11 @@ CASES: dict[str, tuple[dict[str, Any], str, str]] = {
         "val_accuracy",
         "max",
     ),
+    "covertype_mlp": (
+        {"lr": 3e-3, "layers": 2, "hidden": 64, "batch_size": 64, "dropout": 0.1},
+        "val_accuracy",
+        "max",
+    ),
 }
 
 
@@ -36,6 +41,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("data")
     fixtures.write_mnist(root)
     fixtures.write_cifar10(root)
+    fixtures.write_covertype(root)
     clear_cache()
     return root
 
@@ -91,6 +97,41 @@ def test_cifar_batches_read_through_torchvision(data_dir: Path) -> None:
     assert len(x_test) == 200
 
 
+def test_covertype_reads_the_uci_csv_and_standardises_continuous_columns(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    from tune_app.tasks.covertype_mlp import load_covertype
+
+    x, y = load_covertype(data_dir)
+    assert x.shape == (2000, 54) and set(y.tolist()) <= set(range(7))
+    train_ds, _ = tasks.resolve("covertype_mlp").load_data({"data_dir": str(data_dir)}, 0)
+    feats = train_ds.tensors[0]  # type: ignore[attr-defined]
+    assert feats[:, :10].mean(0).abs().max() < 1e-4
+    assert ((feats[:, 10:] == 0) | (feats[:, 10:] == 1)).all()  # booleans untouched
+    gz_root = fixtures.write_covertype(tmp_path, n=50, gz=True)
+    assert load_covertype(gz_root)[0].shape == (50, 54)
+    (tmp_path / "covertype" / "covtype.data.gz").write_text("1,2,3\n")
+    with pytest.raises(TaskError, match="55 comma-separated integers|expected 55 columns"):
+        load_covertype(gz_root)
+
+
+def test_covertype_builds_arbitrary_architectures() -> None:
+    task = tasks.resolve("covertype_mlp")
+    model = task.build_model(
+        {"hidden_sizes": [300, 200, 100, 50], "activation": "tanh", "input_dropout": 0.2}
+    )
+    linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in linear] == [300, 200, 100, 50, 7]
+    assert isinstance(next(iter(model.children())), torch.nn.Dropout)
+    funnel = task.build_model({"layers": 3, "hidden": 256, "shrink": 0.5, "width_mult": 0.5})
+    assert [m.out_features for m in funnel.modules() if isinstance(m, torch.nn.Linear)] == [
+        128,
+        64,
+        32,
+        7,
+    ]
+
+
 def test_cifar_net_is_the_reports_3072_100_50_10_sigmoid_mlp() -> None:
     model = tasks.resolve("cifar10_mlp").build_model({})
     linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
@@ -133,6 +174,12 @@ def test_resolution_fidelity_shrinks_inputs_and_model(
         ("cifar10_mlp", {"hidden": []}, "at least one layer"),
         ("cifar10_mlp", {"hidden": [100, 0]}, "hidden must be >= 1"),
         ("cifar10_mlp", {"dropout": -0.5}, r"dropout must be in \[0, 1\)"),
+        ("covertype_mlp", {"activation": "swish"}, "unknown activation 'swish'"),
+        ("covertype_mlp", {"layers": 0}, "at least one hidden layer"),
+        ("covertype_mlp", {"hidden_sizes": []}, "at least one layer"),
+        ("covertype_mlp", {"dropout": -0.1}, r"dropout must be in \[0, 1\)"),
+        ("covertype_mlp", {"input_dropout": 1.0}, r"input_dropout must be in \[0, 1\)"),
+        ("covertype_mlp", {"shrink": 0}, r"shrink must be in \(0, 1\]"),
     ],
 )
 def test_bad_options_are_clear_task_errors(
@@ -147,11 +194,13 @@ def test_bad_options_are_clear_task_errors(
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("mnist_cnn", "MNIST/raw"), ("cifar10_mlp", "cifar-10-batches-py")],
+    [
+        ("mnist_cnn", "MNIST/raw"),
+        ("cifar10_mlp", "cifar-10-batches-py"),
+        ("covertype_mlp", "covertype/covtype.data"),
+    ],
 )
-def test_missing_data_says_where_and_how_to_fetch(
-    name: str, expected: str, tmp_path: Path
-) -> None:
+def test_missing_data_says_where_and_how_to_fetch(name: str, expected: str, tmp_path: Path) -> None:
     task = tasks.resolve(name)
     config = {"data_dir": str(tmp_path / "empty")}
     with pytest.raises(TaskError, match=expected) as info:
