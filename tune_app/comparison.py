@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -10,11 +11,15 @@ from typing import Any
 
 import pandas as pd
 
+from tune_app import report, tasks
 from tune_app import strategies as registry
-from tune_app import tasks
 from tune_app.api import SearchResult, _check_budget, _load_space, run_search
 from tune_app.errors import ConfigError
+from tune_app.finalists import cross_validate, finalists
+from tune_app.finalists import with_without as with_without_tuning
 from tune_app.spaces import SearchSpace
+from tune_app.strategies.base import parse_options
+from tune_app.tasks.base import Task
 from tune_app.tracking import Tracker, resolve_tracking_uri
 
 
@@ -24,10 +29,41 @@ class Comparison:
 
     results: list[SearchResult] = field(default_factory=list)
     mlflow_run_id: str = ""
+    report_path: Path | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def table(self) -> pd.DataFrame:
         """One row per search run."""
         return pd.DataFrame([r.summary() for r in self.results])
+
+
+def fairness_warnings(
+    names: Sequence[str], space: SearchSpace, budget_epochs: int, search_kwargs: dict[str, Any]
+) -> list[str]:
+    """Settings that make a strategy's result say little at this budget."""
+    out = []
+    for name in names:
+        strat = registry.resolve(name, search_kwargs.get("scheduler"))
+        per_trial = registry.min_trial_epochs(strat, space, search_kwargs.get("scheduler_options"))
+        full_trials = budget_epochs // space.max_epochs
+        module = importlib.import_module(registry.REGISTRY[strat.searcher].module)
+        opts_cls = getattr(module, "Options", None)
+        if opts_cls is None:
+            continue
+        opts = parse_options(opts_cls, strat.searcher, search_kwargs.get("strategy_options"))
+        warmup = getattr(opts, "n_startup_trials", None) or getattr(opts, "n_initial_points", None)
+        if warmup and warmup * per_trial >= budget_epochs:
+            out.append(
+                f"{strat.label}: its {warmup} random start-up trials use the whole budget of "
+                f"{budget_epochs} epochs, so it never models anything and is random search "
+                f"here; raise --budget-epochs above {warmup * per_trial} or lower its start-up"
+            )
+        if full_trials < 3:
+            out.append(
+                f"{strat.label}: the budget allows only {full_trials} full-length trial(s); "
+                f"differences between strategies will mostly be noise"
+            )
+    return list(dict.fromkeys(out))
 
 
 def compare(
@@ -39,17 +75,32 @@ def compare(
     tracking_uri: str | None = None,
     experiment: str | None = None,
     verbose: bool = True,
+    baseline: str = "random",
+    report_dir: str | Path | None = None,
+    heatmap: tuple[str, str] | None = None,
+    heatmap_epochs: Sequence[int] | None = None,
+    optimum: float | None = None,
+    cv_top: int = 0,
+    folds: int = 5,
+    cv_epochs: int | None = None,
+    with_without: int = 0,
     **search_kwargs: Any,
 ) -> Comparison:
-    """Run every strategy for every seed on the same space and budget.
+    """Run every strategy for every seed on the same space and budget, then report.
 
-    All search runs nest under one MLflow "comparison" parent run; ``search_kwargs``
-    are passed to :func:`run_search` unchanged (unknown ones are errors there).
+    All search runs nest under one MLflow "comparison" parent run; the report
+    (:mod:`tune_app.report`) is written to ``report_dir`` (default: next to the
+    search runs) and logged to the parent run as artifacts. ``cv_top`` > 0
+    cross-validates each strategy's best configs on ``folds`` folds;
+    ``with_without`` > 0 trains the overall best and the default config that many
+    times each. ``search_kwargs`` go to :func:`run_search` unchanged.
     """
     names = list(strategies or registry.names())
     seeds = list(seeds)
     if not names or not seeds:
         raise ConfigError("compare needs at least one strategy and one seed")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--strategies lists a strategy twice: {','.join(names)}")
     sp = _load_space(space)
     for name in names:  # validate everything before the first search starts
         strat = registry.resolve(name, search_kwargs.get("scheduler"))
@@ -61,28 +112,62 @@ def compare(
             search_kwargs.get("time_budget_s"),
             search_kwargs.get("scheduler_options"),
         )
+    if cv_top < 0 or with_without < 0:
+        raise ConfigError("--cv-top and --with-without must be >= 0")
     the_task = tasks.resolve(search_kwargs.get("task") or sp.task)
+    if (cv_top or with_without) and hasattr(the_task, "lookup"):
+        raise ConfigError(
+            f"{the_task.name} is a lookup benchmark: --cv-top/--with-without need a task "
+            f"that trains"
+        )
+    if heatmap is not None:
+        for p in heatmap:
+            if p not in sp.names:
+                raise ConfigError(
+                    f"--heatmap parameter {p!r} is not in {sp.source}; pick two of "
+                    f"{', '.join(sp.names)}"
+                )
+    if optimum is None and hasattr(the_task, "optimum") and hasattr(the_task, "lookup"):
+        optimum = float(the_task.optimum)
+    warnings = fairness_warnings(names, sp, budget_epochs, search_kwargs)
+    for w in warnings:
+        print(f"[compare] warning: {w}", flush=True)
     uri = resolve_tracking_uri(tracking_uri)
     tracker = Tracker(uri, experiment or f"{the_task.name}-{sp.name}")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    title = f"compare-{sp.name}-{stamp}"
+    params: dict[str, Any] = {
+        "strategies": ",".join(names),
+        "seeds": ",".join(map(str, seeds)),
+        "budget_epochs": budget_epochs,
+        "space": sp.name,
+        "baseline": baseline,
+    }
+    if optimum is not None:
+        params["optimum"] = optimum
     parent = tracker.start_run(
-        f"compare-{sp.name}-{stamp}",
+        title,
         tags={
             "tune_app.kind": "comparison",
             "tune_app.strategies": ",".join(names),
             "tune_app.seeds": ",".join(map(str, seeds)),
             "tune_app.space": sp.source,
             "tune_app.space_hash": sp.digest,
+            "tune_app.warnings": " | ".join(warnings),
         },
-        params={
-            "strategies": ",".join(names),
-            "seeds": ",".join(map(str, seeds)),
-            "budget_epochs": budget_epochs,
-            "space": sp.name,
-        },
+        params=params,
     )
-    comparison = Comparison(mlflow_run_id=parent)
+    comparison = Comparison(mlflow_run_id=parent, warnings=warnings)
     status = "FAILED"
+    out_dir = (
+        Path(report_dir)
+        if report_dir
+        else (
+            Path(search_kwargs.get("storage_path") or "tune_runs").resolve()
+            / tracker.experiment
+            / title
+        )
+    )
     try:
         for seed in seeds:
             for name in names:
@@ -103,5 +188,99 @@ def compare(
     finally:
         if comparison.results:
             tracker.log_frame(parent, comparison.table(), "comparison.parquet")
+            if status == "FINISHED":
+                extra = _second_opinions(
+                    comparison, the_task, sp, cv_top, folds, cv_epochs, with_without, search_kwargs
+                )
+                comparison.report_path = _report(
+                    comparison,
+                    tracker,
+                    parent,
+                    out_dir,
+                    optimum,
+                    title,
+                    baseline,
+                    heatmap,
+                    heatmap_epochs,
+                    extra,
+                    warnings,
+                )
+                if verbose:
+                    print(f"[compare] report: {comparison.report_path}", flush=True)
         tracker.end_run(parent, status)
     return comparison
+
+
+def _second_opinions(
+    comparison: Comparison,
+    the_task: Task,
+    sp: SearchSpace,
+    cv_top: int,
+    folds: int,
+    cv_epochs: int | None,
+    with_without: int,
+    search_kwargs: dict[str, Any],
+) -> dict[str, pd.DataFrame]:
+    """Cross-validation of the finalists and with/without-tuning repeats, as tables."""
+    extra: dict[str, pd.DataFrame] = {}
+    if not (cv_top or with_without):
+        return extra
+    first = comparison.results[0]
+    fixed = dict(sp.fixed)
+    if search_kwargs.get("data_dir") is not None or getattr(the_task, "uses_data_dir", False):
+        fixed["data_dir"] = tasks.resolve_data_dir(search_kwargs.get("data_dir"), fixed)
+    epochs = cv_epochs or sp.max_epochs
+    if cv_top:
+        print(
+            f"[compare] cross-validating the top {cv_top} config(s) of each strategy "
+            f"on {folds} folds x {epochs} epochs",
+            flush=True,
+        )
+        extra["cross_validation"] = cross_validate(
+            the_task, finalists(comparison, cv_top), fixed, first.metric, folds, epochs
+        )
+    if with_without:
+        best = max(
+            comparison.results,
+            key=lambda r: r.best_metric if first.mode == "max" else -r.best_metric,
+        )
+        print(
+            f"[compare] training the best and the default config {with_without} times each",
+            flush=True,
+        )
+        per, summary = with_without_tuning(
+            the_task,
+            best.best_config,
+            sp.default_config(),
+            fixed,
+            first.metric,
+            first.mode,
+            with_without,
+            epochs,
+        )
+        extra["with_and_without_tuning"] = summary
+        extra["with_and_without_tuning_repeats"] = per
+    return extra
+
+
+def _report(
+    comparison: Comparison,
+    tracker: Tracker,
+    parent: str,
+    out_dir: Path,
+    optimum: float | None,
+    title: str,
+    baseline: str,
+    heatmap: tuple[str, str] | None,
+    heatmap_epochs: Sequence[int] | None,
+    extra: dict[str, pd.DataFrame],
+    warnings: list[str],
+) -> Path:
+    """Write the report and log its files to the comparison run under ``report/``."""
+    study = report.from_comparison(comparison, optimum=optimum, title=title)
+    study.extra.update(extra)
+    study.notes.extend(warnings)
+    path = report.write_report(study, out_dir, baseline, heatmap, heatmap_epochs)
+    for f in sorted(out_dir.iterdir()):
+        tracker.safe(tracker.client.log_artifact, parent, str(f), "report")
+    return path

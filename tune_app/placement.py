@@ -43,6 +43,9 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
             ) from None
         return
     ray.init(
+        # "local": always a new embedded instance, never a stray `ray start` cluster
+        # found on this machine (that one is used only when asked for by address).
+        address="local",
         num_cpus=num_cpus or os.cpu_count() or 1,
         include_dashboard=True,
         dashboard_host="127.0.0.1",

@@ -49,6 +49,7 @@ class Study:
     optimum: float | None = None
     title: str = "comparison"
     extra: dict[str, pd.DataFrame] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # fairness warnings, shown at the top
 
     @property
     def strategies(self) -> list[str]:
@@ -165,6 +166,7 @@ def from_mlflow(
         raise ConfigError(f"search runs under {parent.info.run_id} lack metric/mode params")
     if optimum is None and "optimum" in parent.data.params:
         optimum = float(parent.data.params["optimum"])
+    warnings = parent.data.tags.get("tune_app.warnings", "")
     study = Study(
         metric=metric,
         mode=mode,
@@ -173,6 +175,7 @@ def from_mlflow(
         trials=_concat(trials),
         optimum=optimum,
         title=parent.info.run_name or "comparison",
+        notes=[w for w in warnings.split(" | ") if w],
     )
     return study, parent.info.run_id
 
@@ -387,21 +390,29 @@ def plot_anytime(study: Study, path: Path, x: str = "epochs_spent") -> Path:
     return path
 
 
-def _bins(values: pd.Series, max_bins: int = 8) -> tuple[pd.Series, list[str]]:
-    """Categorical bins for a hyperparameter column (its distinct values or quantiles)."""
-    vals = values.dropna()
-    distinct = sorted(vals.unique(), key=lambda v: (str(type(v)), v))
-    if len(distinct) <= max_bins or not pd.api.types.is_numeric_dtype(vals):
+def _bins(
+    values: pd.Series, reference: pd.Series, max_bins: int = 6
+) -> tuple[pd.Series, list[str]]:
+    """Bin ``values`` into categories fixed by ``reference`` (all trials' values).
+
+    Few distinct values (value boxes, choices) are their own bins; otherwise the
+    reference range is cut into equal-width bins, on a log scale when it spans
+    more than 50x, so every panel of a heatmap shares the same axes.
+    """
+    ref = reference.dropna()
+    distinct = sorted(ref.unique(), key=lambda v: (str(type(v)), v))
+    if len(distinct) <= 8 or not pd.api.types.is_numeric_dtype(ref):
         labels = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in distinct]
         mapping = dict(zip(distinct, labels, strict=True))
         return values.map(mapping), labels
-    num = vals.astype(float)
-    use_log = bool((num > 0).all() and num.max() / num.min() > 50)
-    edges = np.unique(np.quantile(np.log(num) if use_log else num, np.linspace(0, 1, max_bins + 1)))
-    if use_log:
-        edges = np.exp(edges)
-    cut = pd.cut(values.astype(float), edges, include_lowest=True, duplicates="drop")
-    labels = [f"{iv.left:.3g}-{iv.right:.3g}" for iv in cut.cat.categories]
+    num = ref.astype(float)
+    lo, hi = float(num.min()), float(num.max())
+    if lo > 0 and hi / lo > 50:
+        edges = np.exp(np.linspace(math.log(lo), math.log(hi), max_bins + 1))
+    else:
+        edges = np.linspace(lo, hi, max_bins + 1)
+    cut = pd.cut(values.astype(float), edges, include_lowest=True)
+    labels = [f"{iv.left:.3g}..{iv.right:.3g}" for iv in cut.cat.categories]
     return cut.cat.rename_categories(labels).astype(str), labels
 
 
@@ -416,16 +427,14 @@ def heatmap_frame(study: Study, x: str, y: str, epoch: int) -> pd.DataFrame:
     at = h[h["epoch"] == epoch][["strategy", "seed", "trial_id", study.metric]]
     cfg = study.trials[["strategy", "seed", "trial_id", f"config.{x}", f"config.{y}"]]
     joined = at.merge(cfg, on=["strategy", "seed", "trial_id"])
+    bx, lx = _bins(joined[f"config.{x}"], study.trials[f"config.{x}"])
+    by, ly = _bins(joined[f"config.{y}"], study.trials[f"config.{y}"])
     if joined.empty:
-        return pd.DataFrame()
-    bx, lx = _bins(joined[f"config.{x}"])
-    by, ly = _bins(joined[f"config.{y}"])
+        return pd.DataFrame(index=ly, columns=lx, dtype=float)
     grid = joined.assign(bx=bx.to_numpy(), by=by.to_numpy()).pivot_table(
         index="by", columns="bx", values=study.metric, aggfunc="mean"
     )
-    return grid.reindex(
-        index=[v for v in ly if v in grid.index], columns=[v for v in lx if v in grid.columns]
-    )
+    return grid.reindex(index=ly, columns=lx)
 
 
 def plot_heatmap(study: Study, x: str, y: str, epochs: Sequence[int], path: Path) -> Path:
@@ -435,7 +444,7 @@ def plot_heatmap(study: Study, x: str, y: str, epochs: Sequence[int], path: Path
     fig, axes = plt.subplots(1, len(epochs), figsize=(4.6 * len(epochs), 4.0), squeeze=False)
     for ax, epoch in zip(axes[0], epochs, strict=True):
         grid = heatmap_frame(study, x, y, epoch)
-        if grid.empty:
+        if grid.isna().all().all():
             ax.set_title(f"epoch {epoch}: no trial reached it")
             ax.axis("off")
             continue
@@ -443,9 +452,12 @@ def plot_heatmap(study: Study, x: str, y: str, epochs: Sequence[int], path: Path
         im = ax.imshow(grid.to_numpy(float), cmap=cmap, aspect="auto", origin="lower")
         ax.set_xticks(range(len(grid.columns)), grid.columns, rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(len(grid.index)), grid.index, fontsize=7)
+        norm = im.norm
         for (i, j), v in np.ndenumerate(grid.to_numpy(float)):
             if not math.isnan(v):
-                ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=6, color="w")
+                dark = (norm(v) < 0.5) == (study.mode == "max")  # dark end of the colormap
+                colour = "w" if dark else "k"
+                ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=6, color=colour)
         ax.set_xlabel(x)
         ax.set_ylabel(y)
         ax.set_title(f"mean {study.metric} at epoch {epoch}")
@@ -548,6 +560,7 @@ def write_report(
         + (f", known optimum {study.optimum:.6g}" if study.optimum is not None else "")
         + ".",
         "",
+        *[f"> **Warning:** {n}\n" for n in study.notes],
         "## Final results",
         "",
         _md(table),
