@@ -22,6 +22,11 @@ TASKS: dict[str, str] = {
     "cifar10_mlp": "tune_app.tasks.cifar10_mlp:CIFAR10MLP",
     "covertype_mlp": "tune_app.tasks.covertype_mlp:CovertypeMLP",
     "keypoints_cnn": "tune_app.tasks.keypoints_cnn:KeypointsCNN",
+    # Benchmarks with known optima (tune_app.benchmarks): "training" is a lookup.
+    "branin": "tune_app.benchmarks.synthetic:Branin",
+    "hartmann6": "tune_app.benchmarks.synthetic:Hartmann6",
+    "branin_mf": "tune_app.benchmarks.synthetic:BraninMultiFidelity",
+    "digits_tabular": "tune_app.benchmarks.tabular:DigitsTabular",
 }
 
 
