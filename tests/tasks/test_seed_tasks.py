@@ -15,6 +15,7 @@ from tests.tasks.test_loop import Recorder
 from tune_app import tasks
 from tune_app.errors import TaskError
 from tune_app.tasks.data import clear_cache
+from tune_app.tasks.keypoints_synth import generate
 from tune_app.tasks.loop import TrialSpec, _validate, train
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,6 +33,7 @@ CASES: dict[str, tuple[dict[str, Any], str, str]] = {
         "val_accuracy",
         "max",
     ),
+    "keypoints_cnn": ({"lr": 3e-3, "channels": 8, "batch_size": 16}, "val_mae", "min"),
 }
 
 
@@ -42,6 +44,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     fixtures.write_mnist(root)
     fixtures.write_cifar10(root)
     fixtures.write_covertype(root)
+    generate(root / "keypoints", n=500, size=32, seed=0)
     clear_cache()
     return root
 
@@ -91,7 +94,7 @@ def test_mnist_reads_gzipped_idx_through_torchvision(data_dir: Path) -> None:
 def test_cifar_batches_read_through_torchvision(data_dir: Path) -> None:
     from tune_app.tasks.cifar10_mlp import load_cifar10
 
-    x, y = load_cifar10(data_dir)
+    x, _ = load_cifar10(data_dir)
     assert x.shape == (1000, 3, 32, 32) and x.dtype == torch.uint8
     x_test, _ = load_cifar10(data_dir, train=False)
     assert len(x_test) == 200
@@ -111,7 +114,7 @@ def test_covertype_reads_the_uci_csv_and_standardises_continuous_columns(
     gz_root = fixtures.write_covertype(tmp_path, n=50, gz=True)
     assert load_covertype(gz_root)[0].shape == (50, 54)
     (tmp_path / "covertype" / "covtype.data.gz").write_text("1,2,3\n")
-    with pytest.raises(TaskError, match="55 comma-separated integers|expected 55 columns"):
+    with pytest.raises(TaskError, match=r"55 comma-separated integers|expected 55 columns"):
         load_covertype(gz_root)
 
 
@@ -132,6 +135,27 @@ def test_covertype_builds_arbitrary_architectures() -> None:
     ]
 
 
+def test_keypoint_folder_format_and_labels(data_dir: Path) -> None:
+    import csv
+
+    from PIL import Image
+
+    from tune_app.tasks.keypoints_cnn import load_keypoints
+
+    folder = data_dir / "keypoints"
+    with open(folder / "keypoints.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 500 and list(rows[0])[:3] == ["image", "wrist_x", "wrist_y"]
+    with Image.open(folder / rows[0]["image"]) as im:
+        assert im.size == (32, 32) and im.mode == "L"
+    x, y = load_keypoints(data_dir)
+    assert x.shape == (500, 1, 32, 32) and y.shape == (500, 8)
+    assert float(y.min()) >= -0.5 and float(y.max()) <= 31.5  # inside the image
+    # the thumb-index aperture varies (the tapping motion): a real regression target
+    gap = (y[:, 4:6] - y[:, 6:8]).norm(dim=1)
+    assert float(gap.std()) > 1.0
+
+
 def test_cifar_net_is_the_reports_3072_100_50_10_sigmoid_mlp() -> None:
     model = tasks.resolve("cifar10_mlp").build_model({})
     linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
@@ -144,6 +168,7 @@ def test_cifar_net_is_the_reports_3072_100_50_10_sigmoid_mlp() -> None:
     [
         ("mnist_cnn", {"resolution": 14}, (1, 14, 14)),
         ("cifar10_mlp", {"resolution": 16}, (3, 16, 16)),
+        ("keypoints_cnn", {"resolution": 16}, (1, 16, 16)),
     ],
 )
 def test_resolution_fidelity_shrinks_inputs_and_model(
@@ -159,7 +184,8 @@ def test_resolution_fidelity_shrinks_inputs_and_model(
         return sum(p.numel() for p in m.parameters())
 
     assert size(task.build_model(low)) < size(task.build_model(full)) / 2
-    assert task.build_model(low)(train_ds[0][0][None]).shape == (1, 10)
+    out = task.build_model(low)(train_ds[0][0][None])
+    assert out.shape == (1, 10 if name != "keypoints_cnn" else 8)
 
 
 @pytest.mark.parametrize(
@@ -180,6 +206,10 @@ def test_resolution_fidelity_shrinks_inputs_and_model(
         ("covertype_mlp", {"dropout": -0.1}, r"dropout must be in \[0, 1\)"),
         ("covertype_mlp", {"input_dropout": 1.0}, r"input_dropout must be in \[0, 1\)"),
         ("covertype_mlp", {"shrink": 0}, r"shrink must be in \(0, 1\]"),
+        ("keypoints_cnn", {"activation": "swish"}, "unknown activation 'swish'"),
+        ("keypoints_cnn", {"blocks": 0}, "blocks must be in 1..5"),
+        ("keypoints_cnn", {"dropout": -0.2}, r"dropout must be in \[0, 1\)"),
+        ("keypoints_cnn", {"resolution": 64}, r"resolution must be in \[4, 32\]"),
     ],
 )
 def test_bad_options_are_clear_task_errors(
@@ -198,6 +228,7 @@ def test_bad_options_are_clear_task_errors(
         ("mnist_cnn", "MNIST/raw"),
         ("cifar10_mlp", "cifar-10-batches-py"),
         ("covertype_mlp", "covertype/covtype.data"),
+        ("keypoints_cnn", "keypoints/keypoints.csv"),
     ],
 )
 def test_missing_data_says_where_and_how_to_fetch(name: str, expected: str, tmp_path: Path) -> None:
@@ -206,6 +237,8 @@ def test_missing_data_says_where_and_how_to_fetch(name: str, expected: str, tmp_
     with pytest.raises(TaskError, match=expected) as info:
         task.check_data(config)
     assert f"python -m tune_app.tasks.data fetch {name.split('_')[0]}" in str(info.value)
+    with pytest.raises(TaskError, match="not found under"):
+        train({}, TrialSpec(task=task, seed=0, max_epochs=1, fixed=config), "t", Recorder(tmp_path))
     with pytest.raises(TaskError, match="not found under"):
         task.load_data(config, 0)
 
