@@ -10,9 +10,9 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import children
 from tests.user_tasks import Exploding
-from tune_app import compare, run_search, strategies
+from tune_app import run_search, strategies
 from tune_app.api import SearchResult
-from tune_app.tracking import PARENT_TAG, TRIAL_TAG
+from tune_app.tracking import TRIAL_TAG
 
 pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.slow]
 BUDGET = 4
@@ -114,23 +114,3 @@ def test_diverging_trials_do_not_crash_the_search(
     assert math.isnan(result.best_metric)
     statuses = {k.data.tags["tune_app.status"] for k in children(tracking_uri, result)}
     assert statuses == {"DIVERGED"}
-
-
-def test_compare_nests_search_runs(small_space: Path, tracking_uri: str, tmp_path: Path):
-    comparison = compare(
-        ["random", "grid"],
-        small_space,
-        seeds=[0],
-        budget_epochs=BUDGET,
-        num_workers=0,
-        tracking_uri=tracking_uri,
-        storage_path=tmp_path,
-        verbose=False,
-    )
-    table = comparison.table()
-    assert list(table.strategy) == ["random", "grid"]
-    client = MlflowClient(tracking_uri)
-    for result in comparison.results:
-        run = client.get_run(result.mlflow_run_id)
-        assert run.data.tags[PARENT_TAG] == comparison.mlflow_run_id
-        assert len(children(tracking_uri, result)) == len(result.trials)

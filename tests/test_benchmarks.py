@@ -1,0 +1,96 @@
+"""Benchmarks with known optima: exact lookups, known minima, the in-process driver."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tune_app import spaces, strategies
+from tune_app.benchmarks import BENCHMARKS, get
+from tune_app.benchmarks.drive import drive
+from tune_app.benchmarks.synthetic import branin, hartmann6
+from tune_app.benchmarks.tabular import TABLE
+from tune_app.errors import ConfigError, TaskError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_tabular_returns_exactly_the_stored_curves_and_optimum():
+    bench = get("digits_tabular")
+    table = pd.read_parquet(TABLE)
+    assert len(table) == bench.space.grid_size * bench.max_epochs == 360 * 9
+    for _, row in table.sample(25, random_state=0).iterrows():
+        config = {p: row[p] for p in ("lr", "hidden", "layers", "dropout")}
+        got = bench.lookup(config, int(row["epoch"]))
+        assert got == {"val_accuracy": row["val_accuracy"], "val_loss": row["val_loss"]}
+    assert bench.optimum == table["val_accuracy"].max()
+    best = table.loc[table["val_accuracy"].idxmax()]
+    config = {p: best[p] for p in ("lr", "hidden", "layers", "dropout")}
+    assert bench.regret(bench.evaluate(config, int(best["epoch"]))) == 0.0
+
+
+def test_tabular_snaps_continuous_proposals_to_the_nearest_grid_point():
+    bench = get("digits_tabular")
+    near = {"lr": 0.0101, "hidden": 70, "layers": 2.2, "dropout": 0.2}
+    assert bench.snap(near) == (0.00970346, 64, 2, 0.25)
+    with pytest.raises(TaskError, match=r"epoch must be in 1\.\.9"):
+        bench.lookup(near, 10)
+
+
+def test_synthetic_functions_hit_their_known_optima():
+    assert branin(math.pi, 2.275) == pytest.approx(0.397887, abs=1e-6)
+    assert branin(-math.pi, 12.275) == pytest.approx(0.397887, abs=1e-6)
+    argmin = (0.20169, 0.150011, 0.476874, 0.275332, 0.311652, 0.6573)
+    assert hartmann6(argmin) == pytest.approx(-3.32237, abs=1e-4)
+    rng = random.Random(0)
+    for name in ("branin", "hartmann6", "branin_mf"):
+        bench = get(name)
+        for _ in range(300):
+            config = {p.name: rng.uniform(p.low, p.high) for p in bench.space.params}
+            for epoch in range(1, bench.max_epochs + 1):
+                assert bench.regret(bench.evaluate(config, epoch)) >= -1e-9
+
+
+def test_multi_fidelity_is_exact_at_the_last_epoch_and_repeatable_before():
+    bench = get("branin_mf")
+    config = {"x1": 2.0, "x2": 4.0}
+    assert bench.evaluate(config, 9) == branin(2.0, 4.0)
+    assert bench.evaluate(config, 3) == bench.evaluate(dict(config), 3)  # seeded noise
+    assert bench.evaluate(config, 1) != bench.evaluate(config, 2)
+    # low fidelity misleads: it prefers the right-hand basin over the true-best middle one
+    left, middle = {"x1": -math.pi, "x2": 12.275}, {"x1": math.pi, "x2": 2.275}
+    assert bench.evaluate(left, 1) > bench.evaluate(middle, 1) + 10
+
+
+@pytest.mark.parametrize("name", list(BENCHMARKS))
+def test_space_files_agree_with_the_code(name: str):
+    from_file = spaces.load(ROOT / "search_spaces" / "benchmarks" / f"{name}.yaml")
+    in_code = get(name).space
+    assert from_file.params == in_code.params
+    assert dict(from_file.fixed) == dict(in_code.fixed)
+    assert (from_file.task, from_file.metric, from_file.mode, from_file.max_epochs) == (
+        name,
+        in_code.metric,
+        in_code.mode,
+        in_code.max_epochs,
+    )
+
+
+@pytest.mark.parametrize("strategy", strategies.names("searcher"))
+def test_drive_runs_every_searcher_inside_the_space(strategy: str):
+    bench = get("branin")
+    trace = drive(strategy, bench, 12, seed=1)
+    assert len(trace.values) == 12
+    assert all(bench.space.contains(c) for c in trace.configs)
+    curve = trace.best_so_far(bench.mode)
+    assert curve == sorted(curve, reverse=True)  # minimising: never worse
+    assert curve[-1] == min(trace.values) >= bench.optimum
+
+
+def test_unknown_benchmark_is_a_clear_error():
+    with pytest.raises(ConfigError, match="unknown benchmark 'nope'; valid: branin"):
+        get("nope")
