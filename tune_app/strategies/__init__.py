@@ -63,6 +63,12 @@ REGISTRY: dict[str, StrategyInfo] = {
             "Bayesian optimisation: HyperOpt's TPE",
         ),
         StrategyInfo(
+            "dqn",
+            "searcher",
+            "tune_app.strategies.dqn",
+            "pretrained RLlib DQN controller walking the value boxes (tune_app.controller)",
+        ),
+        StrategyInfo(
             "hyperband",
             "scheduler",
             "tune_app.strategies.hyperband",

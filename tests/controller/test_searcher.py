@@ -1,0 +1,137 @@
+"""The ``dqn`` searcher: concurrency, failures, early stops, visibility, and a real
+statistical check that the shipped policy beats random search on a known surface."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import DIGITS
+from tune_app import spaces, strategies
+from tune_app.errors import ConfigError
+from tune_app.spaces import SearchSpace
+from tune_app.strategies.dqn import DQNSearcher
+
+SPACE = spaces.load(DIGITS)
+
+
+def bowl_space() -> SearchSpace:
+    """Three parameters, 10 boxes each, on [0, 1]."""
+    box = {"type": "uniform", "low": 0.0, "high": 1.0, "boxes": 10}
+    return SearchSpace.from_dict(
+        {
+            "task": "bowl",
+            "metric": "loss",
+            "mode": "min",
+            "max_epochs": 1,
+            "params": {"a": dict(box), "b": dict(box), "c": dict(box)},
+        }
+    )
+
+
+def bowl(cfg: dict[str, Any]) -> float:
+    """A tilted, coupled bowl; minimum 0 at a=0.667, b=0.333, c=0.889 (all on boxes)."""
+    a, b, c = cfg["a"] - 6 / 9, cfg["b"] - 3 / 9, cfg["c"] - 8 / 9
+    return 4 * a * a + (b + 0.5 * a) ** 2 + 0.5 * c * c + 0.3 * abs(b - c)
+
+
+def search(name: str, seed: int, budget: int) -> float:
+    """Best loss of ``budget`` sequential trials of ``name`` on the bowl."""
+    opts = {"horizon": budget} if name == "dqn" else {}
+    s = strategies.build_searcher(name, bowl_space(), "loss", "min", seed, opts)
+    best = math.inf
+    for i in range(budget):
+        cfg = s.suggest(f"t{i}")
+        value = bowl(cfg)
+        best = min(best, value)
+        s.on_trial_complete(f"t{i}", {"loss": value})
+    return best
+
+
+@pytest.mark.slow
+def test_shipped_policy_beats_random_search_median() -> None:
+    """Over 12 fixed seeds at 20 trials, dqn's median best loss is below random's,
+    and dqn beats random in at least 9 of 12 paired seeds (sign test p < 0.08)."""
+    seeds = range(12)
+    dqn = np.array([search("dqn", s, 20) for s in seeds])
+    rnd = np.array([search("random", s, 20) for s in seeds])
+    assert np.median(dqn) < np.median(rnd)
+    assert (dqn < rnd).sum() >= 9, (dqn.round(3), rnd.round(3))
+
+
+def test_concurrent_trials_get_distinct_configs_from_separate_walkers() -> None:
+    s = DQNSearcher(SPACE, "val_accuracy", "max", seed=1)
+    pending = [s.suggest(f"t{i}") for i in range(4)]
+    keys = {tuple(sorted(c.items())) for c in pending}
+    assert len(keys) == 4 and all(SPACE.contains(c) for c in pending)
+    assert len(s.walkers) == 4
+    s.on_trial_complete("t2", {"val_accuracy": 0.5})
+    nxt = s.suggest("t4")
+    assert tuple(sorted(nxt.items())) not in keys
+    assert s.trial_info("t4")["walker"] == 2  # the freed walker took the next step
+
+
+def test_failed_and_nan_trials_count_as_worst() -> None:
+    s = DQNSearcher(SPACE, "val_accuracy", "max", seed=0)
+    s.suggest("a")
+    s.on_trial_complete("a", None, error=True)
+    s.suggest("b")
+    s.on_trial_complete("b", {"val_accuracy": float("nan")})
+    s.suggest("c")
+    s.on_trial_complete("c", {"val_accuracy": 0.1})
+    assert sorted(s.hist.values.values()) == [-0.1, math.inf, math.inf]
+    assert s.hist.best_value == -0.1
+
+
+def test_early_stopped_trial_uses_its_last_reported_value() -> None:
+    s = DQNSearcher(SPACE, "val_accuracy", "max", seed=0)
+    s.suggest("a")
+    s.on_trial_result("a", {"val_accuracy": 0.4, "epoch": 1})
+    s.on_trial_result("a", {"val_accuracy": 0.7, "epoch": 2})
+    s.on_trial_complete("a", {})  # stopped by a scheduler without a final metric
+    assert list(s.hist.values.values()) == [-0.7]
+
+
+def test_tags_show_action_q_values_and_state_and_walk_plot_is_written(
+    tmp_path: Path,
+) -> None:
+    s = DQNSearcher(SPACE, "val_accuracy", "max", seed=0)
+    for i in range(5):
+        cfg = s.suggest(f"t{i}")
+        s.on_trial_complete(f"t{i}", {"val_accuracy": cfg["hidden"] / 100})
+    tags = s.trial_tags("t3")
+    assert tags["dqn.walker"] == "0"
+    assert tags["dqn.action"] in {"lr+1", "lr-1", "hidden+1", "hidden-1", "jump", "fallback"}
+    if tags["dqn.action"] != "fallback":
+        import json
+
+        q = json.loads(tags["dqn.q_values"])
+        assert "dropout+1" in q and "p5+1" not in q  # only this space's parameters
+        assert len(json.loads(tags["dqn.state"])) == 75
+    out = s.plot_walk(str(tmp_path / "walk.png"))
+    assert out is not None and Path(out).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_checkpoint_and_oversized_space_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"q_network\.pt"):
+        strategies.build_searcher(
+            "dqn", SPACE, "val_accuracy", "max", 0, {"checkpoint": str(tmp_path)}
+        )
+    with pytest.raises(ConfigError, match="start"):
+        strategies.build_searcher("dqn", SPACE, "val_accuracy", "max", 0, {"start": "worst"})
+    box = {"type": "uniform", "low": 0.0, "high": 1.0, "boxes": 3}
+    big = SearchSpace.from_dict(
+        {
+            "task": "t",
+            "metric": "m",
+            "mode": "min",
+            "max_epochs": 1,
+            "params": {f"x{i}": dict(box) for i in range(9)},
+        }
+    )
+    with pytest.raises(ConfigError, match="at most 8"):
+        strategies.build_searcher("dqn", big, "m", "min", 0)

@@ -1,0 +1,318 @@
+"""``dqn``: the pretrained RL controller walks the value boxes (a Tune Searcher).
+
+Each *walker* sits on a grid point of the space's value boxes. When Tune asks
+for a trial, an idle walker computes its state (:func:`tune_app.controller.mdp.features`),
+asks the pretrained Q-network (:mod:`tune_app.controller.policy`) for Q-values,
+and takes the best valid action (epsilon-greedy with a small epsilon): move one
+parameter one box up or down, go back to the best configuration seen, or jump to
+a random unvisited one. Moves onto configurations already evaluated or in flight
+are masked, so concurrent trials never duplicate; one walker per running trial.
+Failed, NaN and missing results count as the worst objective; trials stopped
+early by a scheduler (``dqn`` + ``asha``) count with their last reported value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from ray.tune.search import Searcher
+
+from tune_app.controller import mdp
+from tune_app.controller.env import start_point
+from tune_app.controller.policy import QPolicy
+from tune_app.errors import ConfigError
+from tune_app.spaces import SearchSpace
+from tune_app.strategies.base import metric_value, parse_options, require
+
+STARTS = ("random", "bad", "default")
+MAX_INNER_STEPS = 20  # non-evaluating actions (return to best) per suggestion
+
+
+@dataclass(frozen=True)
+class Options:
+    """Options of ``dqn``.
+
+    Attributes:
+        checkpoint: directory with ``q_network.pt`` and ``manifest.json`` (written
+            by ``tune-app controller train``); default: the shipped policy.
+        epsilon: probability of a random valid action instead of the greedy one.
+        start: first configuration of each walker: ``random`` boxes, ``bad``
+            (a random corner of the boxes) or ``default`` (the space's defaults,
+            snapped to the nearest box).
+        horizon: expected number of trials; sets the "budget used" state feature.
+    """
+
+    checkpoint: str | None = None
+    epsilon: float = 0.05
+    start: str = "random"
+    horizon: int = 50
+
+    def __post_init__(self) -> None:
+        require(
+            isinstance(self.epsilon, int | float) and 0.0 <= self.epsilon <= 1.0,
+            f"dqn: 'epsilon' must be in [0, 1], got {self.epsilon!r}",
+        )
+        require(self.start in STARTS, f"dqn: 'start' must be one of {STARTS}, got {self.start!r}")
+        require(
+            isinstance(self.horizon, int)
+            and not isinstance(self.horizon, bool)
+            and self.horizon >= 1,
+            f"dqn: 'horizon' must be an integer >= 1, got {self.horizon!r}",
+        )
+        require(
+            self.checkpoint is None or isinstance(self.checkpoint, str),
+            "dqn: 'checkpoint' must be a directory path",
+        )
+
+
+def _nearest_box(boxes: tuple[Any, ...], value: Any, log: bool) -> int:
+    if value in boxes:
+        return boxes.index(value)
+    if isinstance(value, int | float) and all(isinstance(b, int | float) for b in boxes):
+
+        def dist(b: float) -> float:
+            if log and b > 0 and value > 0:
+                return abs(math.log(b) - math.log(value))
+            return abs(b - value)
+
+        return min(range(len(boxes)), key=lambda i: dist(boxes[i]))
+    return len(boxes) // 2
+
+
+class DQNSearcher(Searcher):
+    """Suggests configurations by walking the value boxes with a pretrained Q-network."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        metric: str | None,
+        mode: str | None,
+        seed: int = 0,
+        options: Options | None = None,
+    ) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self.space = space
+        self.opts = options or Options()
+        if len(space.params) > mdp.MAX_PARAMS:
+            raise ConfigError(
+                f"dqn: the controller handles at most {mdp.MAX_PARAMS} parameters, "
+                f"{space.source} has {len(space.params)}; fix some in 'fixed' or use optuna"
+            )
+        self.policy = QPolicy.load(self.opts.checkpoint)
+        self.n_boxes = tuple(len(p.boxes) for p in space.params)
+        self.rng = random.Random(seed)
+        self.hist = mdp.History(self.n_boxes)
+        self.walkers: list[mdp.Walker] = []
+        self.idle: list[int] = []  # walkers whose last trial finished
+        self.trials: dict[str, dict[str, Any]] = {}  # trial_id -> point, walker, info
+        self.last: dict[str, float] = {}  # trial_id -> last reported metric
+
+    # -- Tune interface ---------------------------------------------------------------
+    def set_search_properties(
+        self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any
+    ) -> bool:
+        """Take metric/mode from Tune when not set; the space comes from SearchSpace."""
+        if self._metric is None and metric:
+            self._metric = metric
+        if self._mode is None and mode:
+            self._mode = mode
+        return True
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        """The next configuration: one step of an idle walker (or a new walker's start)."""
+        if self.idle:
+            w = self.idle.pop(0)
+            point, info = self._step(self.walkers[w])
+        else:
+            w = len(self.walkers)
+            point = self._start()
+            self.walkers.append(mdp.Walker(point))
+            info = {"action": "start", "q": None, "state": None}
+        self.hist.pending.add(point)
+        self.trials[trial_id] = {"point": list(point), "walker": w, **info}
+        return self._config(point)
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Remember the last reported value (a scheduler may stop the trial early)."""
+        value = metric_value(result, self._metric or "")
+        if value is not None:
+            self.last[trial_id] = value
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        """Record the trial's objective (worst if failed/NaN) and free its walker."""
+        rec = self.trials.get(trial_id)
+        if rec is None or "value" in rec:
+            return
+        value = None if error else metric_value(result, self._metric or "")
+        if value is None and not error:
+            value = self.last.get(trial_id)
+        loss = math.inf if value is None else (-value if self._mode == "max" else value)
+        point = tuple(rec["point"])
+        new_best = self.hist.record(point, loss)
+        walker = self.walkers[rec["walker"]]
+        walker.pos = point
+        walker.observed(new_best, loss)
+        rec["value"] = value
+        self.last.pop(trial_id, None)
+        self.idle.append(rec["walker"])
+
+    # -- the walk -------------------------------------------------------------------
+    def _config(self, point: mdp.Point) -> dict[str, Any]:
+        return {p.name: p.boxes[i] for p, i in zip(self.space.params, point, strict=True)}
+
+    def _start(self) -> mdp.Point:
+        if self.opts.start == "default" and not self.walkers:
+            default = self.space.default_config()
+            point = tuple(
+                _nearest_box(p.boxes, default[p.name], p.is_log) for p in self.space.params
+            )
+        else:
+            kind = "bad" if self.opts.start == "bad" else "random"
+            point = start_point(self.n_boxes, kind, self.rng)
+        if self.hist.visited(point):
+            point = self.hist.random_unvisited(self.rng) or point
+        return point
+
+    def _step(self, walker: mdp.Walker) -> tuple[mdp.Point, dict[str, Any]]:
+        """Take actions until one evaluates a new configuration."""
+        for _ in range(MAX_INNER_STEPS):
+            mask = mdp.valid_actions(walker, self.hist)
+            if not mask.any():
+                break
+            obs = mdp.features(walker, self.hist, self.opts.horizon)
+            q = self.policy.q_values(obs)
+            valid = np.flatnonzero(mask)
+            if self.rng.random() < self.opts.epsilon:
+                action = int(valid[self.rng.randrange(len(valid))])
+            else:
+                action = int(valid[np.argmax(q[valid])])
+            info = {
+                "action": mdp.action_name(action, self.space.names),
+                "q": [round(float(v), 4) for v in q],
+                "state": [round(float(v), 3) for v in obs],
+            }
+            if action == mdp.RETURN_TO_BEST:
+                assert self.hist.best_point is not None
+                walker.pos = self.hist.best_point
+                walker.moves.clear()
+                continue
+            if action == mdp.JUMP:
+                nxt = self.hist.random_unvisited(self.rng)
+                walker.moves.clear()
+            else:
+                nxt = mdp.target(walker.pos, action, self.n_boxes)
+                i, up = divmod(action, 2)
+                walker.moves = ([*walker.moves, (i, 1 if up else -1)])[-2:]
+            assert nxt is not None
+            walker.pos = nxt
+            return nxt, info
+        # Every neighbour of the incumbent is taken (or the grid is exhausted).
+        nxt = self.hist.random_unvisited(self.rng)
+        if nxt is None:  # the whole grid was evaluated: resample it
+            nxt = tuple(self.rng.randrange(n) for n in self.n_boxes)
+        walker.pos = nxt
+        walker.moves.clear()
+        return nxt, {"action": "fallback", "q": None, "state": None}
+
+    # -- visibility -------------------------------------------------------------------
+    def trial_info(self, trial_id: str) -> dict[str, Any] | None:
+        """What the controller did for ``trial_id``: walker, action, Q-values, state."""
+        rec = self.trials.get(trial_id)
+        return dict(rec) if rec is not None else None
+
+    def trial_tags(self, trial_id: str) -> dict[str, str]:
+        """MLflow tags for a trial's child run (action, walker, Q-values, state)."""
+        rec = self.trials.get(trial_id)
+        if rec is None:
+            return {}
+        tags = {"dqn.walker": str(rec["walker"]), "dqn.action": str(rec["action"])}
+        if rec.get("q") is not None:
+            names = [mdp.action_name(a, self.space.names) for a in range(mdp.N_ACTIONS)]
+            qs = {n: v for n, v in zip(names, rec["q"], strict=True) if self._action_used(n)}
+            tags["dqn.q_values"] = json.dumps(qs)
+            tags["dqn.state"] = json.dumps(rec["state"])
+        return tags
+
+    def _action_used(self, name: str) -> bool:
+        return name in ("best", "jump") or name[:-2] in self.space.names
+
+    def plot_walk(self, path: str) -> str | None:
+        """Write a PNG of the walk through the boxes (one row per parameter); return path."""
+        done = [(tid, r) for tid, r in self.trials.items()]
+        if not done:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        n = len(self.space.params)
+        fig, axes = plt.subplots(n + 1, 1, figsize=(8, 1.4 * (n + 1) + 1), sharex=True)
+        xs = list(range(1, len(done) + 1))
+        values = [r.get("value") for _, r in done]
+        ax = axes[0]
+        ax.plot(xs, [np.nan if v is None else v for v in values], "o", ms=3, color="grey")
+        ax.set_ylabel(self._metric or "metric", fontsize=8)
+        ax.set_title(f"dqn walk over {len(done)} trials (colour = walker)", fontsize=9)
+        colours = plt.get_cmap("tab10")
+        for k, p in enumerate(self.space.params):
+            ax = axes[k + 1]
+            ys = [r["point"][k] for _, r in done]
+            cs = [colours(r["walker"] % 10) for _, r in done]
+            ax.plot(xs, ys, "-", color="lightgrey", lw=0.8)
+            ax.scatter(xs, ys, c=cs, s=12)
+            ax.set_yticks(range(len(p.boxes)))
+            ax.set_yticklabels(
+                [f"{b:g}" if isinstance(b, float) else str(b) for b in p.boxes], fontsize=6
+            )
+            ax.set_ylabel(p.name, fontsize=8)
+        axes[-1].set_xlabel("trial")
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        return path
+
+    # -- persistence ------------------------------------------------------------------
+    def save(self, checkpoint_path: str) -> None:
+        """Write the full search state as JSON (no pickle)."""
+        version, internal, gauss = self.rng.getstate()
+        state = {
+            "hist": self.hist.to_json(),
+            "walkers": [w.to_json() for w in self.walkers],
+            "idle": self.idle,
+            "trials": self.trials,
+            "last": self.last,
+            "rng": [version, list(internal), gauss],
+            "metric": self._metric,
+            "mode": self._mode,
+        }
+        with open(checkpoint_path, "w") as fh:
+            json.dump(state, fh)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Read what :meth:`save` wrote."""
+        with open(checkpoint_path) as fh:
+            state = json.load(fh)
+        self.hist = mdp.History.from_json(self.n_boxes, state["hist"])
+        self.walkers = [mdp.Walker.from_json(w) for w in state["walkers"]]
+        self.idle = [int(i) for i in state["idle"]]
+        self.trials = state["trials"]
+        self.last = {k: float(v) for k, v in state["last"].items()}
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self._metric, self._mode = state["metric"], state["mode"]
+
+
+def build(
+    space: SearchSpace, metric: str, mode: str, seed: int, options: dict[str, Any] | None
+) -> Searcher:
+    """A :class:`DQNSearcher` over ``space`` using the shipped (or given) policy."""
+    opts = parse_options(Options, "dqn", options)
+    return DQNSearcher(space, metric, mode, seed=seed, options=opts)
