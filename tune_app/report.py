@@ -509,7 +509,7 @@ def plot_chosen_values(study: Study, path: Path, seed: int | None = None) -> Pat
 # ---------------------------------------------------------------- the report
 
 
-def _md(frame: pd.DataFrame) -> str:
+def markdown_table(frame: pd.DataFrame) -> str:
     """A Markdown table (no extra dependency)."""
     cols = list(frame.columns)
     lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
@@ -563,7 +563,7 @@ def write_report(
         *[f"> **Warning:** {n}\n" for n in study.notes],
         "## Final results",
         "",
-        _md(table),
+        markdown_table(table),
         "",
     ]
     if baseline in study.strategies and len(study.strategies) > 1:
@@ -575,7 +575,7 @@ def write_report(
             "Improvement is in the metric's better direction. The CI is a bootstrap "
             "of the mean paired difference; the test is Wilcoxon's signed-rank.",
             "",
-            _md(pairs),
+            markdown_table(pairs),
             "",
         ]
     else:
@@ -608,7 +608,7 @@ def write_report(
             ]
     for name, frame in study.extra.items():
         frame.to_csv(out_dir / f"{name}.csv", index=False)
-        parts += [f"## {name.replace('_', ' ').capitalize()}", "", _md(frame), ""]
+        parts += [f"## {name.replace('_', ' ').capitalize()}", "", markdown_table(frame), ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(parts))
     return path
