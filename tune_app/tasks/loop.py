@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,6 +270,7 @@ def train(hparams: Mapping[str, Any], spec: TrialSpec, trial_id: str, reporter: 
         sampler.set_epoch(epoch)
         net.train()
         loss_sum, seen, diverged = 0.0, 0, False
+        started = time.perf_counter()
         for x, y in train_loader:
             x, y = x.to(device), y.to(device)
             optimizer.zero_grad(set_to_none=True)
@@ -280,6 +282,7 @@ def train(hparams: Mapping[str, Any], spec: TrialSpec, trial_id: str, reporter: 
             optimizer.step()
             loss_sum += loss.item() * len(y)
             seen += len(y)
+        train_time_s = time.perf_counter() - started  # the training pass only
         metrics = _validate(task, net, val_loader, device, world)
         stats = torch.tensor([loss_sum, float(seen), float(diverged)], dtype=torch.float64)
         if world > 1:
@@ -297,6 +300,7 @@ def train(hparams: Mapping[str, Any], spec: TrialSpec, trial_id: str, reporter: 
             "epoch": epoch,
             "diverged": int(diverged),
             "node_id": node_id,
+            "train_time_s": train_time_s,
         }
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
