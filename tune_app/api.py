@@ -24,9 +24,24 @@ import pandas as pd
 from tune_app import spaces, tasks
 from tune_app import strategies as registry
 from tune_app.errors import ConfigError
+from tune_app.outbox import JOURNAL, Journal, Outbox, redact_uri
+from tune_app.resume import (
+    Manifest,
+    ResumableSearcher,
+    drop_orphans,
+    latest_unfinished,
+    locate,
+)
 from tune_app.spaces import SearchSpace
 from tune_app.tasks.base import Task
-from tune_app.tracking import Tracker, TrackingCallback, resolve_tracking_uri
+from tune_app.tracking import (
+    RunState,
+    Tracker,
+    TrackingCallback,
+    resolve_tracking_uri,
+    searcher_hook,
+    validate_experiment_name,
+)
 
 
 @dataclass
@@ -73,6 +88,8 @@ def _check_budget(
     time_budget_s: Any,
     scheduler_options: dict[str, Any] | None,
 ) -> None:
+    if strategy.scheduler is None and scheduler_options:
+        raise ConfigError("scheduler options given but no scheduler; pass --scheduler too")
     if isinstance(budget_epochs, bool) or not isinstance(budget_epochs, int) or budget_epochs < 1:
         raise ConfigError(f"--budget-epochs must be an integer >= 1, got {budget_epochs!r}")
     per_trial = registry.min_trial_epochs(strategy, space, scheduler_options)
@@ -92,9 +109,47 @@ def _check_budget(
     if max_trials is not None and (not isinstance(max_trials, int) or max_trials < 1):
         raise ConfigError(f"--max-trials must be an integer >= 1, got {max_trials!r}")
     if time_budget_s is not None and not (
-        isinstance(time_budget_s, int | float) and time_budget_s > 0
+        isinstance(time_budget_s, int | float) and 0 < time_budget_s < math.inf
     ):
-        raise ConfigError(f"--time-budget-s must be > 0, got {time_budget_s!r}")
+        raise ConfigError(f"--time-budget-s must be a number > 0, got {time_budget_s!r}")
+
+
+def _check_options(
+    strategy: registry.Strategy, space: SearchSpace, search_kwargs: Mapping[str, Any]
+) -> None:
+    """Unknown or bad searcher/scheduler options are errors before anything starts."""
+    s_opts = dict(search_kwargs.get("strategy_options") or {})
+    k_opts = dict(search_kwargs.get("scheduler_options") or {})
+    seed = 0
+    registry.build_searcher(strategy.searcher, space, space.metric, space.mode, seed, s_opts)
+    if strategy.scheduler:
+        registry.build_scheduler(strategy.scheduler, space, space.metric, space.mode, seed, k_opts)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_resources(
+    num_workers: Any,
+    gpus_per_worker: Any,
+    cpus_per_worker: Any,
+    max_concurrent: Any,
+    max_failures: Any,
+) -> None:
+    """The cluster-independent resource checks, before Ray starts."""
+    if not _is_int(num_workers) or num_workers < 0:
+        raise ConfigError(f"--num-workers must be an integer >= 0, got {num_workers!r}")
+    if not isinstance(cpus_per_worker, int | float) or not 0 < cpus_per_worker < math.inf:
+        raise ConfigError(f"--cpus-per-worker must be a number > 0, got {cpus_per_worker!r}")
+    if gpus_per_worker is not None and (
+        not isinstance(gpus_per_worker, int | float) or not 0 <= gpus_per_worker < math.inf
+    ):
+        raise ConfigError(f"--gpus-per-worker must be a number >= 0, got {gpus_per_worker!r}")
+    if max_concurrent is not None and (not _is_int(max_concurrent) or max_concurrent < 1):
+        raise ConfigError(f"--max-concurrent must be an integer >= 1, got {max_concurrent!r}")
+    if not _is_int(max_failures) or max_failures < 0:
+        raise ConfigError(f"--max-failures must be an integer >= 0, got {max_failures!r}")
 
 
 def run_search(
@@ -121,6 +176,7 @@ def run_search(
     parent_run_id: str | None = None,
     verbose: bool = True,
     data_dir: str | Path | None = None,
+    resume: bool | str | Path = False,
 ) -> SearchResult:
     """Run one search: ``strategy`` on ``space`` within ``budget_epochs`` total epochs.
 
@@ -151,12 +207,14 @@ def run_search(
         verbose: print progress lines.
         data_dir: data directory of file-backed tasks; default the space's
             ``fixed.data_dir``, ``$TUNE_APP_DATA`` or ``~/.cache/tune_app/data``.
+        resume: True: continue the newest unfinished run of this same search under
+            ``storage_path`` (a new run if there is none); a run directory or MLflow
+            parent run id: continue that run. A new run never reuses a directory.
     """
     from ray import tune
 
     from tune_app.budget import BudgetCallback, DecisionTap, start_ledger
     from tune_app.placement import ensure_ray, plan
-    from tune_app.strategies.base import GuardedSearcher
     from tune_app.tasks.loop import TrialSpec, run_trial
 
     started = time.time()
@@ -174,6 +232,7 @@ def run_search(
     if strat.scheduler is None and k_opts:
         raise ConfigError("scheduler options given but no scheduler; pass --scheduler too")
     _check_budget(strat, sp, budget_epochs, max_trials, time_budget_s, k_opts)
+    _check_resources(num_workers, gpus_per_worker, cpus_per_worker, max_concurrent, max_failures)
     searcher = registry.build_searcher(strat.searcher, sp, metric, mode, seed, s_opts)
     sched = (
         registry.build_scheduler(strat.scheduler, sp, metric, mode, seed, k_opts)
@@ -189,7 +248,34 @@ def run_search(
             the_task.check_data(fixed)  # local run: the driver sees the workers' files
 
     uri = resolve_tracking_uri(tracking_uri)
-    tracker = Tracker(uri, experiment or f"{the_task.name}-{sp.name}")
+    exp_name = validate_experiment_name(experiment or f"{the_task.name}-{sp.name}")
+    run_name = f"{strat.label}-{seed}-{sp.name}"
+    root = Path(storage_path or "tune_runs").resolve() / exp_name
+    wanted = Manifest(
+        strategy=strategy,
+        scheduler=scheduler,
+        space=str(Path(sp.source).resolve()) if Path(sp.source).exists() else sp.source,
+        space_digest=sp.digest,
+        task=_task_ref(task, sp),
+        budget_epochs=budget_epochs,
+        max_trials=max_trials,
+        time_budget_s=time_budget_s,
+        seed=seed,
+        num_workers=num_workers,
+        gpus_per_worker=gpus_per_worker,
+        cpus_per_worker=cpus_per_worker,
+        max_concurrent=max_concurrent,
+        max_failures=max_failures,
+        experiment=exp_name,
+        tracking_uri=redact_uri(uri),
+        strategy_options=s_opts,
+        scheduler_options=k_opts,
+        run_name=run_name,
+        metric=metric,
+        data_dir=str(fixed["data_dir"]) if "data_dir" in fixed else None,
+    )
+    run_dir = _resume_dir(resume, root, run_name, wanted, tracking_uri)
+    tracker = Tracker(uri, exp_name)
 
     ensure_ray(address)
     import ray
@@ -197,23 +283,77 @@ def run_search(
     placement = plan(
         ray.cluster_resources(), num_workers, gpus_per_worker, cpus_per_worker, max_concurrent
     )
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    run_name = f"{strat.label}-{seed}-{sp.name}"
-    root = Path(storage_path or "tune_runs").resolve() / tracker.experiment
-    run_dir = root / f"{run_name}-{stamp}"
-    if run_dir.exists():  # never overwrite an earlier run
-        raise ConfigError(f"run directory {run_dir} already exists; pass another storage_path")
-    run_dir.mkdir(parents=True)
+    if run_dir is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        run_dir = root / f"{run_name}-{stamp}"
+        if run_dir.exists():  # never overwrite an earlier run
+            raise ConfigError(f"run directory {run_dir} already exists; pass another storage_path")
+        run_dir.mkdir(parents=True)
+        manifest = wanted
+        manifest.parent_run_id = tracker.start_run(
+            run_name,
+            tags={
+                "tune_app.kind": "search",
+                "tune_app.strategy": strat.label,
+                "tune_app.searcher": strat.searcher,
+                "tune_app.scheduler": strat.scheduler or "",
+                "tune_app.seed": str(seed),
+                "tune_app.task": the_task.name,
+                "tune_app.space": sp.source,
+                "tune_app.space_hash": sp.digest,
+                "tune_app.budget_epochs": str(budget_epochs),
+                "tune_app.run_dir": str(run_dir),
+            },
+            params={
+                "strategy": strat.label,
+                "searcher": strat.searcher,
+                "scheduler": strat.scheduler or "none",
+                "seed": seed,
+                "task": the_task.name,
+                "space": sp.name,
+                "metric": metric,
+                "mode": mode,
+                "budget_epochs": budget_epochs,
+                "max_trials": max_trials,
+                "time_budget_s": time_budget_s,
+                "max_epochs": sp.max_epochs,
+                "num_workers": placement.num_workers,
+                "gpus_per_worker": placement.gpus_per_worker,
+                **{f"option.{k}": v for k, v in s_opts.items()},
+                **{f"scheduler_option.{k}": v for k, v in k_opts.items()},
+            },
+            parent=parent_run_id,
+        )
+        manifest.experiment_id = tracker.experiment_id
+        manifest.save(run_dir)
+        resuming = False
+    else:
+        manifest = Manifest.load(run_dir)
+        tracker.safe(tracker.client.update_run, manifest.parent_run_id, "RUNNING")
+        resuming = True
+    parent = manifest.parent_run_id
     if verbose:
+        what = f"resuming {run_dir}" if resuming else f"run dir {run_dir}"
         print(
             f"tune_app: {strat.label} on {the_task.name} ({sp.source}), seed {seed}, "
-            f"budget {budget_epochs} epochs; {placement.describe()}",
+            f"budget {budget_epochs} epochs; {placement.describe()}; {what}",
             flush=True,
         )
 
     # Tune's new console output ignores verbose=0; we print our own progress.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Snapshot Tune's experiment state often: resume restarts from the newest one.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    journal = Journal(run_dir / JOURNAL)
+    events = journal.read()
+    state = RunState.replay(metric, mode, events)
+    outbox = Outbox.replay(journal, tracker, parent, metric)
+    if outbox.pending and verbose:
+        print(f"tune_app: sending {len(outbox.pending)} journaled MLflow write(s)", flush=True)
+    outbox.flush(force=True)
     ledger = start_ledger(budget_epochs, lockstep=sched is not None)
+    recorded = {tid: rec.epochs for tid, rec in state.trials.items()}
+    ray.get(ledger.seed.remote(recorded, [t for t, r in state.trials.items() if r.ended]))
     spec = TrialSpec(
         task=the_task,
         seed=seed,
@@ -226,81 +366,58 @@ def run_search(
         max_failures=max_failures,
         ledger=ledger,
     )
-    parent = tracker.start_run(
-        run_name,
-        tags={
-            "tune_app.kind": "search",
-            "tune_app.strategy": strat.label,
-            "tune_app.searcher": strat.searcher,
-            "tune_app.scheduler": strat.scheduler or "",
-            "tune_app.seed": str(seed),
-            "tune_app.task": the_task.name,
-            "tune_app.space": sp.source,
-            "tune_app.space_hash": sp.digest,
-            "tune_app.budget_epochs": str(budget_epochs),
-            "tune_app.run_dir": str(run_dir),
-        },
-        params={
-            "strategy": strat.label,
-            "searcher": strat.searcher,
-            "scheduler": strat.scheduler or "none",
-            "seed": seed,
-            "task": the_task.name,
-            "space": sp.name,
-            "metric": metric,
-            "mode": mode,
-            "budget_epochs": budget_epochs,
-            "max_trials": max_trials,
-            "time_budget_s": time_budget_s,
-            "max_epochs": sp.max_epochs,
-            "num_workers": placement.num_workers,
-            "gpus_per_worker": placement.gpus_per_worker,
-            **{f"option.{k}": v for k, v in s_opts.items()},
-            **{f"scheduler_option.{k}": v for k, v in k_opts.items()},
-        },
-        parent=parent_run_id,
-    )
     recorder = TrackingCallback(
-        tracker, parent, metric, mode, budget_epochs, sp.max_epochs, verbose=verbose
+        outbox,
+        state,
+        budget_epochs,
+        sp.max_epochs,
+        keys=tuple(the_task.metrics),
+        verbose=verbose,
+        ledger=ledger if resuming else None,
     )
-    tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(run_trial, spec=spec), placement.trial_resources),
-        tune_config=tune.TuneConfig(
-            search_alg=GuardedSearcher(searcher, ledger),
-            scheduler=DecisionTap(sched, ledger) if sched is not None else None,
-            num_samples=max_trials if max_trials is not None else -1,
-            max_concurrent_trials=placement.max_concurrent,
-            time_budget_s=time_budget_s,
-            # In-trial runs reuse the trial's process (no fresh Python + torch import
-            # per trial); a Ray Train trial's workers are always new.
-            reuse_actors=placement.num_workers == 0,
-        ),
-        run_config=tune.RunConfig(
-            name="tune",
-            storage_path=str(run_dir),
-            callbacks=[BudgetCallback(ledger), recorder],
-            verbose=0,
-        ),
+    recorder.searcher = searcher  # per-trial tags (dqn: action, Q-values, state)
+    search_alg = ResumableSearcher(searcher, ledger, recorder)
+    tune_config = tune.TuneConfig(
+        search_alg=search_alg,
+        scheduler=DecisionTap(sched, ledger) if sched is not None else None,
+        num_samples=max_trials if max_trials is not None else -1,
+        max_concurrent_trials=placement.max_concurrent,
+        time_budget_s=time_budget_s,
+        # In-trial runs reuse the trial's process (no fresh Python + torch import
+        # per trial); a Ray Train trial's workers are always new.
+        reuse_actors=placement.num_workers == 0,
     )
+    callbacks = [BudgetCallback(ledger, recorded), recorder]
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, spec=spec), placement.trial_resources
+    )
+    tune_dir = run_dir / "tune"
+    if resuming and tune.Tuner.can_restore(str(tune_dir)):
+        tuner = tune.Tuner.restore(
+            str(tune_dir), trainable, resume_unfinished=True, resume_errored=False
+        )
+        # Tune restores the searcher's *state* from its snapshot; the objects
+        # (ledger handle, journal, MLflow client) belong to this driver.
+        internal = tuner._local_tuner
+        assert internal is not None
+        internal._tune_config = tune_config
+        internal._run_config.callbacks = callbacks
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune_config,
+            run_config=tune.RunConfig(
+                name="tune", storage_path=str(run_dir), callbacks=callbacks, verbose=0
+            ),
+        )
     status = "FAILED"
     try:
         tuner.fit()
         status = "FINISHED"
     finally:
-        result = _finish(
-            recorder,
-            tracker,
-            parent,
-            strat.label,
-            seed,
-            metric,
-            mode,
-            budget_epochs,
-            started,
-            run_dir,
-            status,
-        )
-        ray.kill(ledger)
+        drop_orphans(recorder, ledger)
+        result = _finish(recorder, manifest, strat.label, metric, started, run_dir, status)
+        ledger.kill()
     if verbose:
         print(
             f"tune_app: {strat.label} done: best {metric} {result.best_metric:.4g} after "
@@ -311,58 +428,150 @@ def run_search(
     return result
 
 
+def _task_ref(task: Task | str | None, sp: SearchSpace) -> str | None:
+    """A reference that rebuilds the task on resume (None: the space's task)."""
+    if task is None or isinstance(task, str):
+        return task
+    cls = type(task)
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _resume_dir(
+    resume: bool | str | Path,
+    root: Path,
+    run_name: str,
+    wanted: Manifest,
+    tracking_uri: str | None,
+) -> Path | None:
+    """The run directory to continue, or None for a new run."""
+    if resume is False or resume is None:
+        return None
+    if resume is True:
+        return latest_unfinished(root, run_name, wanted)
+    run_dir = locate(resume, tracking_uri)
+    old = Manifest.load(run_dir)
+    differ = old.same_search(wanted)
+    if differ:
+        raise ConfigError(
+            f"{run_dir} was started with different {', '.join(differ)}; resume it with "
+            f"`tune-app resume {run_dir}` or start a new run without --resume"
+        )
+    if old.status == "FINISHED":
+        raise ConfigError(
+            f"{run_dir} already finished; start a new run (or `tune-app sync {run_dir}` "
+            f"to send results MLflow missed)"
+        )
+    return run_dir
+
+
+def resume_search(
+    target: str | Path,
+    *,
+    tracking_uri: str | None = None,
+    address: str | None = None,
+    verbose: bool = True,
+) -> SearchResult:
+    """Continue the search in run directory (or of MLflow parent run) ``target``.
+
+    The run's own arguments are read from its ``run.json``; finished trials stay
+    finished, unfinished ones continue from their last checkpoint.
+    """
+    run_dir = locate(target, tracking_uri)
+    m = Manifest.load(run_dir)
+    if "***" in m.tracking_uri and tracking_uri is None:
+        tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if not tracking_uri:
+            raise ConfigError(
+                "the run's tracking URI holds a password that is not stored; pass "
+                "--tracking-uri or set MLFLOW_TRACKING_URI"
+            )
+    extra = {"data_dir": m.data_dir} if m.data_dir else {}
+    return run_search(
+        m.strategy,
+        m.space,
+        scheduler=m.scheduler,
+        task=m.task,
+        budget_epochs=m.budget_epochs,
+        max_trials=m.max_trials,
+        time_budget_s=m.time_budget_s,
+        seed=m.seed,
+        num_workers=m.num_workers,
+        gpus_per_worker=m.gpus_per_worker,
+        cpus_per_worker=m.cpus_per_worker,
+        max_concurrent=m.max_concurrent,
+        max_failures=m.max_failures,
+        address=address,
+        tracking_uri=tracking_uri or m.tracking_uri,
+        experiment=m.experiment,
+        storage_path=run_dir.parent.parent,
+        strategy_options=m.strategy_options,
+        scheduler_options=m.scheduler_options,
+        resume=run_dir,
+        verbose=verbose,
+        **extra,
+    )
+
+
 def _finish(
     recorder: TrackingCallback,
-    tracker: Tracker,
-    parent: str,
+    manifest: Manifest,
     label: str,
-    seed: int,
     metric: str,
-    mode: str,
-    budget: int,
     started: float,
     run_dir: Path,
     status: str,
 ) -> SearchResult:
     """Write the trials table and history (run dir + MLflow) and close the parent run."""
-    trials, history = recorder.trials_frame(), recorder.history_frame()
+    state = recorder.state
+    trials, history = state.trials_frame(), state.history_frame()
     trials.to_parquet(run_dir / "trials.parquet", index=False)
     history.to_parquet(run_dir / "history.parquet", index=False)
     best_config: dict[str, Any] = {}
     best_rec = None
-    for rec in recorder.trials.values():
-        if best_rec is None or recorder.better(rec.best, best_rec.best):
+    for rec in state.trials.values():
+        if best_rec is None or state.better(rec.best, best_rec.best):
             best_rec = rec
     if best_rec is not None and not math.isnan(best_rec.best):
         best_config = dict(best_rec.config)
-    wall = time.time() - started
-    tracker.log_frame(parent, trials, "trials.parquet")
-    tracker.log_frame(parent, history, "history.parquet")
-    tracker.log_metrics(
-        parent,
+    wall = recorder.elapsed()
+    searcher_hook(recorder.searcher, "plot_walk", str(run_dir / "walk.png"))  # dqn only
+    recorder.outbox.submit(
         {
-            f"final_best_{metric}": recorder.best,
-            "trials": len(trials),
-            "wall_time_s": wall,
-            "epochs_spent_total": recorder.epochs_spent,
-        },
-        recorder.epochs_spent,
+            "k": "finish",
+            "status": status,
+            "spent": state.epochs_spent,
+            "metrics": {
+                f"final_best_{metric}": state.best,
+                "trials": len(trials),
+                "wall_time_s": wall,
+                "epochs_spent_total": state.epochs_spent,
+            },
+            "tags": {"tune_app.best_config": repr(best_config)},
+        }
     )
-    tracker.end_run(parent, status, {"tune_app.best_config": repr(best_config)})
+    if not recorder.outbox.wait(timeout_s=20.0):
+        print(
+            f"tune_app: MLflow is unreachable; {len(recorder.outbox.pending)} write(s) are "
+            f"kept in {run_dir / JOURNAL}; send them with `tune-app sync {run_dir}`",
+            flush=True,
+        )
+    if status == "FINISHED":
+        manifest.status = "FINISHED"
+        manifest.save(run_dir)
     return SearchResult(
         strategy=label,
-        seed=seed,
+        seed=manifest.seed,
         metric=metric,
-        mode=mode,
-        best_metric=recorder.best,
+        mode=state.mode,
+        best_metric=state.best,
         best_config=best_config,
         trials=trials,
         history=history,
-        epochs_spent=recorder.epochs_spent,
-        budget_epochs=budget,
+        epochs_spent=state.epochs_spent,
+        budget_epochs=manifest.budget_epochs,
         wall_time_s=wall,
-        mlflow_run_id=parent,
-        experiment_id=tracker.experiment_id,
-        tracking_uri=tracker.uri,
+        mlflow_run_id=manifest.parent_run_id,
+        experiment_id=manifest.experiment_id,
+        tracking_uri=recorder.outbox.tracker.uri,
         storage_path=str(run_dir),
     )

@@ -13,6 +13,11 @@ epoch ``k+1`` is granted only after the scheduler has seen epoch ``k`` and said
 CONTINUE (STOP refuses it; PAUSE makes the trial wait until Tune pauses it).
 :class:`BudgetCallback` settles finished trials: any grant beyond the last
 reported epoch goes back to the pool, so the budget counts recorded epochs.
+
+After a driver crash the ledger is rebuilt from the run journal (:meth:`EpochLedger.seed`):
+recorded epochs stay spent, and a trial the crashed driver had started and the
+searcher re-suggests under a new id is mapped back to its first id (:meth:`alias`),
+so re-running its recorded epochs costs nothing.
 """
 
 from __future__ import annotations
@@ -36,12 +41,46 @@ class EpochLedger:
         self.granted: dict[str, set[int]] = {}
         self.open: set[str] = set()
         self.decisions: dict[str, tuple[int, str]] = {}
+        self.aliases: dict[str, str] = {}
+        self.floor: dict[str, int] = {}
+        self.closed: set[str] = set()
+
+    def seed(self, recorded: dict[str, int], ended: list[str]) -> None:
+        """Resume: epochs ``1..recorded[t]`` of every journaled trial are spent;
+        ``ended`` trials get no more epochs (Tune may restart them from an
+        older snapshot)."""
+        for tid, epochs in recorded.items():
+            self.granted[tid] = set(range(1, epochs + 1))
+            self.floor[tid] = epochs
+        self.closed.update(ended)
+
+    def alias(self, new_id: str, old_id: str) -> None:
+        """Charge everything of ``new_id`` to ``old_id`` from now on."""
+        self.aliases[new_id] = old_id
+        moved = self.granted.pop(new_id, set())
+        self.granted.setdefault(old_id, set()).update(moved)
+        if new_id in self.open:
+            self.open.discard(new_id)
+            self.open.add(old_id)
+
+    def reserve(self, trial_id: str, epoch: int) -> bool:
+        """Hold ``epoch`` for a resumed trial (what the crashed driver had granted)."""
+        trial_id = self.aliases.get(trial_id, trial_id)
+        held = self.granted.setdefault(trial_id, set())
+        if epoch not in held and self.spent() >= self.budget:
+            return False
+        held.add(epoch)
+        self.open.add(trial_id)
+        return True
 
     def acquire(self, trial_id: str, epoch: int) -> str:
         """GRANTED, REFUSED or WAIT for ``epoch`` of ``trial_id`` (idempotent)."""
+        trial_id = self.aliases.get(trial_id, trial_id)
         held = self.granted.setdefault(trial_id, set())
         if epoch in held:
             return GRANTED
+        if trial_id in self.closed:
+            return REFUSED
         if self.lockstep and epoch > 1:
             seen, decision = self.decisions.get(trial_id, (0, TrialScheduler.CONTINUE))
             if seen < epoch - 1 or decision == TrialScheduler.PAUSE:
@@ -56,16 +95,20 @@ class EpochLedger:
 
     def decide(self, trial_id: str, epoch: int, decision: str) -> None:
         """Record the scheduler's decision after ``epoch`` of ``trial_id``."""
+        trial_id = self.aliases.get(trial_id, trial_id)
         self.decisions[trial_id] = (epoch, decision)
 
     def restart(self, trial_id: str, reported_epochs: int) -> None:
         """A (re)started trial may train the epoch after its last reported one."""
+        trial_id = self.aliases.get(trial_id, trial_id)
         self.decisions[trial_id] = (reported_epochs, TrialScheduler.CONTINUE)
 
     def settle(self, trial_id: str, reported_epochs: int) -> None:
         """A trial ended after reporting ``reported_epochs``: release later grants."""
+        trial_id = self.aliases.get(trial_id, trial_id)
+        keep = max(reported_epochs, self.floor.get(trial_id, 0))
         held = self.granted.get(trial_id, set())
-        self.granted[trial_id] = {e for e in held if e <= reported_epochs}
+        self.granted[trial_id] = {e for e in held if e <= keep}
         self.open.discard(trial_id)
 
     def spent(self) -> int:
@@ -77,9 +120,51 @@ class EpochLedger:
         return self.budget - self.spent(), bool(self.open)
 
 
-def start_ledger(budget: int, lockstep: bool = False) -> Any:
-    """Start the ledger as a zero-CPU Ray actor and return its handle."""
-    return ray.remote(num_cpus=0)(EpochLedger).remote(budget, lockstep)
+LEDGER_NAMESPACE = "tune_app"
+
+
+class LedgerRef:
+    """A handle to the ledger actor that pickles as its *name*.
+
+    Tune pickles the searcher, scheduler and callbacks (which hold the ledger)
+    into its experiment directory; a raw actor handle there cannot be unpickled
+    once the driver that owned it is gone, which would make resume impossible.
+    """
+
+    def __init__(self, name: str, handle: Any = None) -> None:
+        self.name = name
+        self._actor = handle
+
+    def handle(self) -> Any:
+        """The live actor handle (looked up by name on first use)."""
+        if self._actor is None:
+            self._actor = ray.get_actor(self.name, namespace=LEDGER_NAMESPACE)
+        return self._actor
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("_") or attr == "name":
+            raise AttributeError(attr)
+        return getattr(self.handle(), attr)
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (LedgerRef, (self.name,))
+
+    def kill(self) -> None:
+        """Stop the actor."""
+        ray.kill(self.handle())
+
+
+def start_ledger(budget: int, lockstep: bool = False) -> LedgerRef:
+    """Start the ledger as a zero-CPU named Ray actor and return a reference to it."""
+    import uuid
+
+    name = f"epoch-ledger-{uuid.uuid4().hex}"
+    actor = (
+        ray.remote(num_cpus=0)(EpochLedger)
+        .options(name=name, namespace=LEDGER_NAMESPACE)
+        .remote(budget, lockstep)
+    )
+    return LedgerRef(name, actor)
 
 
 def wait_for_epoch(ledger: Any, trial_id: str, epoch: int, timeout_s: float = 3600.0) -> bool:
@@ -99,9 +184,9 @@ def wait_for_epoch(ledger: Any, trial_id: str, epoch: int, timeout_s: float = 36
 class BudgetCallback(tune.Callback):
     """Driver side: re-arms trials when they (re)start and settles them at the end."""
 
-    def __init__(self, ledger: Any) -> None:
+    def __init__(self, ledger: Any, reported: dict[str, int] | None = None) -> None:
         self.ledger = ledger
-        self.reported: dict[str, int] = {}
+        self.reported: dict[str, int] = dict(reported or {})
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """Let a (re)started trial continue from its checkpoint."""

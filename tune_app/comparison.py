@@ -13,7 +13,14 @@ import pandas as pd
 
 from tune_app import report, tasks
 from tune_app import strategies as registry
-from tune_app.api import SearchResult, _check_budget, _load_space, run_search
+from tune_app.api import (
+    SearchResult,
+    _check_budget,
+    _check_options,
+    _check_resources,
+    _load_space,
+    run_search,
+)
 from tune_app.errors import ConfigError
 from tune_app.finalists import cross_validate, finalists
 from tune_app.finalists import with_without as with_without_tuning
@@ -112,6 +119,14 @@ def compare(
             search_kwargs.get("time_budget_s"),
             search_kwargs.get("scheduler_options"),
         )
+        _check_options(strat, sp, search_kwargs)
+    _check_resources(
+        search_kwargs.get("num_workers", 1),
+        search_kwargs.get("gpus_per_worker"),
+        search_kwargs.get("cpus_per_worker", 1.0),
+        search_kwargs.get("max_concurrent"),
+        search_kwargs.get("max_failures", 1),
+    )
     if cv_top < 0 or with_without < 0:
         raise ConfigError("--cv-top and --with-without must be >= 0")
     the_task = tasks.resolve(search_kwargs.get("task") or sp.task)

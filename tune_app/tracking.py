@@ -5,6 +5,11 @@ Only the Tune driver talks to MLflow (through :class:`TrackingCallback`), with a
 "active run" state or log a parameter twice. The parent carries the best-so-far
 metric with ``step = epochs spent``, so MLflow's compare view puts strategies on
 the same budget axis, plus the trials table and history as Parquet artifacts.
+
+Every trial event goes through the run's journal and outbox
+(:mod:`tune_app.outbox`) first: the driver's state can be rebuilt from the
+journal after a crash (:class:`RunState`), and MLflow writes that fail while the
+server is down are sent later without duplicates.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import pandas as pd
 from ray import tune
 
 from tune_app.errors import TrackingError
+from tune_app.outbox import Outbox, redact_uri
 
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "tune_app.trial_id"
@@ -58,12 +64,23 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as resp:
             if resp.status != 200:
-                raise TrackingError(f"MLflow server at {uri} answered HTTP {resp.status}")
+                raise TrackingError(
+                    f"MLflow server at {redact_uri(uri)} answered HTTP {resp.status}"
+                )
     except (urllib.error.URLError, OSError) as exc:
         raise TrackingError(
-            f"cannot reach the MLflow tracking server at {uri} ({exc}); start it, fix "
+            f"cannot reach the MLflow tracking server at {redact_uri(uri)} ({exc}); start it, fix "
             f"--tracking-uri / MLFLOW_TRACKING_URI, or omit it to log to ./mlflow.db"
         ) from None
+
+
+# Bounded MLflow HTTP calls: the driver must never hang on a dead server (MLflow's
+# defaults retry for minutes). Failed writes wait in the outbox instead.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
 
 
 @dataclass
@@ -83,6 +100,11 @@ class TrialRecord:
     started: float = field(default_factory=time.time)
     error: str = ""
 
+    @property
+    def ended(self) -> bool:
+        """Whether the trial finished, failed or was given up."""
+        return self.status in ("FINISHED", "FAILED", "INTERRUPTED")
+
 
 class Tracker:
     """Thin wrapper over ``MlflowClient`` for the runs of one search."""
@@ -90,8 +112,10 @@ class Tracker:
     def __init__(self, uri: str, experiment: str) -> None:
         from mlflow.tracking import MlflowClient
 
-        check_reachable(uri)
         validate_experiment_name(experiment)
+        for key, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+        check_reachable(uri)
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         try:
@@ -100,7 +124,9 @@ class Tracker:
                 exp.experiment_id if exp else self.client.create_experiment(experiment)
             )
         except Exception as exc:
-            raise TrackingError(f"cannot use MLflow tracking store {uri}: {exc}") from None
+            raise TrackingError(
+                f"cannot use MLflow tracking store {redact_uri(uri)}: {exc}"
+            ) from None
         self.experiment = experiment
         self._warned = False
 
@@ -131,8 +157,18 @@ class Tracker:
             )
         return str(run.info.run_id)
 
-    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
-        """Log finite numeric metrics at ``step``."""
+    def find_child(self, parent: str, trial_id: str) -> str | None:
+        """The child run of ``parent`` tagged with ``trial_id``, if MLflow has one."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`{PARENT_TAG}` = '{parent}' and tags.`{TRIAL_TAG}` = '{trial_id}'",
+        )
+        return str(runs[0].info.run_id) if runs else None
+
+    def log_metrics(
+        self, run_id: str, metrics: dict[str, float], step: int, strict: bool = False
+    ) -> None:
+        """Log finite numeric metrics at ``step`` (``strict``: raise on failure)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -141,14 +177,23 @@ class Tracker:
             for k, v in metrics.items()
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
         ]
-        if batch:
+        if batch and strict:
+            self.client.log_batch(run_id, metrics=batch)
+        elif batch:
             self.safe(self.client.log_batch, run_id, metrics=batch)
 
-    def end_run(self, run_id: str, status: str, tags: dict[str, str] | None = None) -> None:
+    def end_run(
+        self, run_id: str, status: str, tags: dict[str, str] | None = None, strict: bool = False
+    ) -> None:
         """Set final tags and terminate the run with MLflow ``status``."""
+        call = (lambda fn, *a: fn(*a)) if strict else self.safe
         for k, v in (tags or {}).items():
-            self.safe(self.client.set_tag, run_id, k, v)
-        self.safe(self.client.set_terminated, run_id, status)
+            call(self.client.set_tag, run_id, k, v)
+        call(self.client.set_terminated, run_id, status)
+
+    def log_artifact(self, run_id: str, path: Path) -> None:
+        """Upload one file (raises on failure)."""
+        self.client.log_artifact(run_id, str(path))
 
     def log_frame(self, run_id: str, frame: pd.DataFrame, name: str) -> None:
         """Log a DataFrame as a Parquet artifact."""
@@ -158,30 +203,36 @@ class Tracker:
             self.safe(self.client.log_artifact, run_id, str(path))
 
 
-class TrackingCallback(tune.Callback):
-    """Records every trial and epoch on the driver, mirrors them to MLflow and
-    prints progress."""
+class RunState:
+    """The driver's view of a search run, rebuilt from journal events.
 
-    def __init__(
-        self,
-        tracker: Tracker | None,
-        parent_run_id: str,
-        metric: str,
-        mode: str,
-        budget_epochs: int,
-        max_epochs: int,
-        verbose: bool = True,
-    ) -> None:
-        self.tracker = tracker
-        self.parent = parent_run_id
+    ``apply`` is the only mutator, so a state replayed from the journal after a
+    crash equals the one the dead driver had when it wrote its last event.
+    """
+
+    def __init__(self, metric: str, mode: str) -> None:
         self.metric, self.mode = metric, mode
-        self.budget, self.max_epochs = budget_epochs, max_epochs
-        self.verbose = verbose
         self.trials: dict[str, TrialRecord] = {}
+        self.aliases: dict[str, str] = {}
         self.history: list[dict[str, Any]] = []
         self.epochs_spent = 0
         self.best = math.nan
         self.start = time.time()
+        self.elapsed_before = 0.0  # wall time of earlier (crashed) drivers
+        self.orphans: list[tuple[str, dict[str, Any]]] = []
+
+    @classmethod
+    def replay(cls, metric: str, mode: str, events: list[dict[str, Any]]) -> RunState:
+        """Rebuild the state from a journal."""
+        state = cls(metric, mode)
+        for event in events:
+            state.apply(event)
+        state.elapsed_before = max((float(h["wall_time_s"]) for h in state.history), default=0.0)
+        return state
+
+    def canonical(self, trial_id: str) -> str:
+        """The id a trial was first recorded under (a re-suggested orphan maps back)."""
+        return self.aliases.get(trial_id, trial_id)
 
     def better(self, a: float, b: float) -> bool:
         """Whether ``a`` beats ``b`` (NaN never beats anything; anything beats NaN)."""
@@ -191,106 +242,55 @@ class TrackingCallback(tune.Callback):
             return True
         return a > b if self.mode == "max" else a < b
 
-    def _say(self, text: str) -> None:
-        if self.verbose:
-            print(f"[{time.time() - self.start:6.1f}s] {text}", flush=True)
+    def apply(self, event: dict[str, Any]) -> None:
+        """Fold one journal event into the state (fills ``spent``/``best`` of results)."""
+        kind = event.get("k")
+        if kind == "trial":
+            tid = str(event["id"])
+            self.trials[tid] = TrialRecord(tid, int(event["index"]), dict(event["config"]))
+        elif kind == "alias":
+            self.aliases[str(event["id"])] = str(event["to"])
+        elif kind == "ack" and event.get("run") and str(event["trial"]) in self.trials:
+            self.trials[str(event["trial"])].run_id = str(event["run"])
+        elif kind == "result":
+            self._result(event)
+        elif kind == "end" and str(event["id"]) in self.trials:
+            rec = self.trials[str(event["id"])]
+            status = str(event["status"])
+            rec.status = status if status in ("FAILED", "INTERRUPTED") else "FINISHED"
+            rec.error = str(event.get("error", ""))
 
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        """Open the trial's child run (once, even if the trial restarts)."""
-        rec = self.trials.get(trial.trial_id)
-        if rec is None:
-            rec = TrialRecord(trial.trial_id, len(self.trials) + 1, dict(trial.config))
-            self.trials[trial.trial_id] = rec
-            if self.tracker is not None:
-                rec.run_id = (
-                    self.tracker.safe(
-                        self.tracker.start_run,
-                        f"trial-{rec.index:03d}",
-                        {TRIAL_TAG: trial.trial_id},
-                        rec.config,
-                        parent=self.parent,
-                    )
-                    or ""
-                )
-            shown = ", ".join(f"{k}={_fmt(v)}" for k, v in rec.config.items())
-            self._say(f"trial {rec.index} started: {shown}")
-        rec.status = "RUNNING"
-
-    def on_trial_result(
-        self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any
-    ) -> None:
-        """Record one epoch: child metrics, and the parent's best-so-far curve."""
-        rec = self.trials.get(trial.trial_id)
-        if rec is None or "epoch" not in result:
-            return
+    def _result(self, event: dict[str, Any]) -> None:
+        rec = self.trials[str(event["id"])]
+        metrics = dict(event.get("metrics") or {})
         self.epochs_spent += 1
-        rec.epochs = max(rec.epochs, int(result["epoch"]))
-        value = result.get(self.metric)
+        rec.epochs = int(event["epoch"])
+        value = metrics.get(self.metric)
         value = float(value) if isinstance(value, int | float) else math.nan
         rec.last = value
-        rec.diverged = rec.diverged or bool(result.get("diverged", 0))
-        if result.get("node_id"):
-            rec.node_ids.add(str(result["node_id"]))
+        rec.diverged = rec.diverged or bool(metrics.get("diverged", 0))
+        if event.get("node_id"):
+            rec.node_ids.add(str(event["node_id"]))
         if self.better(value, rec.best):
             rec.best = value
         if self.better(value, self.best):
             self.best = value
-        elapsed = time.time() - self.start
+        event["spent"], event["best"] = self.epochs_spent, self.best
         self.history.append(
             {
                 "epochs_spent": self.epochs_spent,
-                "wall_time_s": elapsed,
-                "trial_id": trial.trial_id,
-                "epoch": int(result["epoch"]),
+                "wall_time_s": float(event.get("wall", 0.0)),
+                "trial_id": rec.trial_id,
+                "epoch": rec.epochs,
                 self.metric: value,
                 "best_so_far": self.best,
             }
         )
-        if self.tracker is not None:
-            step = int(result["epoch"])
-            metrics = {k: v for k, v in result.items() if k not in ("epoch", "node_id")}
-            if rec.run_id:
-                self.tracker.log_metrics(rec.run_id, metrics, step)
-            self.tracker.log_metrics(
-                self.parent,
-                {f"best_{self.metric}": self.best, "epochs_spent": self.epochs_spent},
-                self.epochs_spent,
-            )
-
-    def _finish(self, trial: Any, status: str, error: str = "") -> None:
-        rec = self.trials.get(trial.trial_id)
-        if rec is None or rec.status in ("FINISHED", "FAILED"):
-            return
-        if rec.diverged and status == "FINISHED":
-            status = "DIVERGED"
-        rec.status, rec.error = ("FAILED" if status == "FAILED" else "FINISHED"), error
-        if self.tracker is not None and rec.run_id:
-            tags = {"tune_app.status": status, "tune_app.epochs": str(rec.epochs)}
-            if error:
-                tags["tune_app.error"] = error[-4000:]
-            self.tracker.end_run(rec.run_id, "FAILED" if status != "FINISHED" else "FINISHED", tags)
-        self._say(
-            f"trial {rec.index} {status.lower()}: {rec.epochs} epoch(s), {self.metric} "
-            f"{_fmt(rec.last)} | budget {self.epochs_spent}/{self.budget} epochs | "
-            f"best {_fmt(self.best)}"
-        )
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        """Close the child run as FINISHED (or DIVERGED)."""
-        self._finish(trial, "FINISHED")
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        """Close the child run as FAILED, keeping the error text."""
-        err = ""
-        path = getattr(trial, "error_file", None)
-        if path and os.path.exists(path):
-            err = Path(path).read_text(errors="replace")
-        self._finish(trial, "FAILED", err or "trial failed")
 
     def trials_frame(self) -> pd.DataFrame:
         """One row per trial: config, status, epochs, last and best metric, run id."""
         rows = []
-        for rec in self.trials.values():
+        for rec in sorted(self.trials.values(), key=lambda r: r.index):
             row: dict[str, Any] = {
                 "trial": rec.index,
                 "trial_id": rec.trial_id,
@@ -309,6 +309,176 @@ class TrackingCallback(tune.Callback):
     def history_frame(self) -> pd.DataFrame:
         """One row per reported epoch, in arrival order, with the best-so-far value."""
         return pd.DataFrame(self.history)
+
+
+class TrackingCallback(tune.Callback):
+    """Records every trial and epoch (journal first, then MLflow through the
+    outbox) and prints progress. Results Tune delivers twice after a resume (a
+    trial re-running an epoch from an older checkpoint) are recorded once."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        state: RunState,
+        budget_epochs: int,
+        max_epochs: int,
+        keys: tuple[str, ...] = (),
+        verbose: bool = True,
+        ledger: Any = None,
+    ) -> None:
+        self.outbox = outbox
+        self.keys = frozenset((*keys, state.metric, "train_loss", "diverged"))
+        self.state = state
+        self.metric, self.mode = state.metric, state.mode
+        self.budget, self.max_epochs = budget_epochs, max_epochs
+        self.verbose = verbose
+        self.ledger = ledger  # set on resume only: reconcile at the first step
+        self._stepped = False
+        self.searcher: Any = None  # run_search sets it; see searcher_hook()
+
+    # Compatibility with the previous in-memory recorder.
+    @property
+    def trials(self) -> dict[str, TrialRecord]:
+        """Trial records by (canonical) trial id."""
+        return self.state.trials
+
+    @property
+    def best(self) -> float:
+        """Best metric so far."""
+        return self.state.best
+
+    @property
+    def epochs_spent(self) -> int:
+        """Epochs recorded so far."""
+        return self.state.epochs_spent
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether ``a`` beats ``b``."""
+        return self.state.better(a, b)
+
+    def elapsed(self) -> float:
+        """Wall time of the search, across crashed and resumed drivers."""
+        return self.state.elapsed_before + time.time() - self.state.start
+
+    def _say(self, text: str) -> None:
+        if self.verbose:
+            print(f"[{self.elapsed():6.1f}s] {text}", flush=True)
+
+    def _record(self, event: dict[str, Any]) -> None:
+        self.state.apply(event)
+        self.outbox.submit(event)
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        """First step: let resume reconcile Tune's trials with the journal; then
+        retry pending MLflow writes (after their backoff)."""
+        if not self._stepped:
+            self._stepped = True
+            if self.ledger is not None:
+                from tune_app.resume import reconcile
+
+                reconcile(self, self.ledger, trials, self.max_epochs)
+        self.outbox.flush()
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """Open the trial's child run (once, even if the trial restarts or resumes)."""
+        tid = self.state.canonical(trial.trial_id)
+        rec = self.state.trials.get(tid)
+        if rec is None:
+            config = dict(trial.config)
+            index = len(self.state.trials) + 1
+            tags = searcher_hook(self.searcher, "trial_tags", trial.trial_id) or {}
+            self._record({"k": "trial", "id": tid, "index": index, "config": config, "tags": tags})
+            rec = self.state.trials[tid]
+            shown = ", ".join(f"{k}={_fmt(v)}" for k, v in rec.config.items())
+            self._say(f"trial {rec.index} started: {shown}")
+        if not rec.ended:
+            rec.status = "RUNNING"
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
+        """Record one epoch: child metrics, and the parent's best-so-far curve."""
+        tid = self.state.canonical(trial.trial_id)
+        rec = self.state.trials.get(tid)
+        if rec is None or "epoch" not in result or rec.ended:
+            return
+        epoch = int(result["epoch"])
+        if epoch <= rec.epochs:
+            return  # already recorded (re-run from an older checkpoint after a resume)
+        metrics = {
+            k: float(v)
+            for k, v in result.items()
+            if k in self.keys and isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        self._record(
+            {
+                "k": "result",
+                "id": tid,
+                "epoch": epoch,
+                "metrics": metrics,
+                "node_id": str(result.get("node_id", "")),
+                "wall": round(self.elapsed(), 3),
+            }
+        )
+
+    def _finish(self, trial_id: str, status: str, error: str = "") -> None:
+        rec = self.state.trials.get(self.state.canonical(trial_id))
+        if rec is None or rec.ended:
+            return
+        if rec.diverged and status == "FINISHED":
+            status = "DIVERGED"
+        event = {"k": "end", "id": rec.trial_id, "status": status, "epochs": rec.epochs}
+        if error:
+            event["error"] = error[-4000:]
+        self._record(event)
+        self._say(
+            f"trial {rec.index} {status.lower()}: {rec.epochs} epoch(s), {self.metric} "
+            f"{_fmt(rec.last)} | budget {self.state.epochs_spent}/{self.budget} epochs | "
+            f"best {_fmt(self.state.best)}"
+        )
+
+    def alias(self, new_id: str, old_id: str) -> None:
+        """From now on, results of Tune trial ``new_id`` continue trial ``old_id``."""
+        self._record({"k": "alias", "id": new_id, "to": old_id})
+        rec = self.state.trials[old_id]
+        self._say(f"trial {rec.index} re-suggested after the crash; it continues as {new_id}")
+
+    def interrupt(self, trial_id: str) -> None:
+        """Close a trial the crashed driver started and the resumed one cannot continue."""
+        self._finish(trial_id, "INTERRUPTED", "the driver died and the searcher did not re-suggest")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """Close the child run as FINISHED (or DIVERGED)."""
+        self._finish(trial.trial_id, "FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """Close the child run as FAILED, keeping the error text."""
+        err = ""
+        path = getattr(trial, "error_file", None)
+        if path and os.path.exists(path):
+            err = Path(path).read_text(errors="replace")
+        self._finish(trial.trial_id, "FAILED", err or "trial failed")
+
+    def trials_frame(self) -> pd.DataFrame:
+        """One row per trial (see :meth:`RunState.trials_frame`)."""
+        return self.state.trials_frame()
+
+    def history_frame(self) -> pd.DataFrame:
+        """One row per recorded epoch."""
+        return self.state.history_frame()
+
+
+def searcher_hook(searcher: Any, name: str, *args: Any) -> Any:
+    """Call the optional method ``name`` of ``searcher`` or of a searcher it wraps
+    (e.g. the dqn controller's ``trial_tags``); None when none of them has it."""
+    for _ in range(5):
+        if searcher is None:
+            return None
+        method = getattr(type(searcher), name, None)
+        if method is not None:
+            return getattr(searcher, name)(*args)
+        searcher = getattr(searcher, "searcher", None)
+    return None
 
 
 def _fmt(v: Any) -> str:

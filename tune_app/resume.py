@@ -1,0 +1,219 @@
+"""Resuming a search run after its driver died.
+
+A run directory holds everything needed to continue:
+
+* ``run.json`` — the run's arguments and its MLflow parent run (the *manifest*);
+* ``journal.jsonl`` — every trial, epoch result and trial end, in order
+  (:mod:`tune_app.outbox`), plus the trial id -> MLflow child run mapping;
+* ``tune/`` — Ray Tune's experiment state: trials, their checkpoints and the
+  searcher's state (grid position, Optuna/HyperOpt history).
+
+``resume`` restores Tune's experiment (finished trials stay finished, unfinished
+ones continue from their last checkpoint, the searcher continues where it was)
+and rebuilds the driver's state and the epoch ledger from the journal, which is
+never older than Tune's snapshot. Trials the dead driver started after Tune's
+last snapshot (*orphans*) are matched to the searcher's next suggestions: a
+deterministic searcher re-suggests the same configuration, which then continues
+the orphan's record and MLflow child run instead of creating a second one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray.tune.search import Searcher
+
+from tune_app.errors import ConfigError
+from tune_app.outbox import MANIFEST
+from tune_app.strategies.base import GuardedSearcher
+
+MANIFEST_VERSION = 1
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass
+class Manifest:
+    """The arguments of a search run, stored as ``run.json`` in its directory."""
+
+    strategy: str
+    scheduler: str | None
+    space: str
+    space_digest: str
+    task: str | None
+    budget_epochs: int
+    max_trials: int | None
+    time_budget_s: float | None
+    seed: int
+    num_workers: int
+    gpus_per_worker: float | None
+    cpus_per_worker: float
+    max_concurrent: int | None
+    max_failures: int
+    experiment: str
+    tracking_uri: str
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+    scheduler_options: dict[str, Any] = field(default_factory=dict)
+    parent_run_id: str = ""
+    experiment_id: str = ""
+    run_name: str = ""
+    metric: str = ""
+    data_dir: str | None = None
+    status: str = "RUNNING"
+    version: int = MANIFEST_VERSION
+
+    def save(self, run_dir: Path) -> None:
+        """Write atomically (a crash leaves the old or the new file, never half)."""
+        tmp = run_dir / f"{MANIFEST}.tmp"
+        tmp.write_text(json.dumps(asdict(self), indent=1, default=str))
+        tmp.replace(run_dir / MANIFEST)
+
+    @classmethod
+    def load(cls, run_dir: Path) -> Manifest:
+        """Read ``run.json``; a clear error when it is missing or unreadable."""
+        path = run_dir / MANIFEST
+        try:
+            data = json.loads(path.read_text())
+            return cls(**data)
+        except FileNotFoundError:
+            raise ConfigError(
+                f"{run_dir} is not a tune_app run directory (no {MANIFEST})"
+            ) from None
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ConfigError(f"{path} is unreadable ({exc}); cannot resume this run") from None
+
+    def same_search(self, other: Manifest) -> list[str]:
+        """Names of the arguments that differ between two searches (empty: same)."""
+        keys = (
+            "strategy",
+            "scheduler",
+            "space_digest",
+            "task",
+            "budget_epochs",
+            "max_trials",
+            "seed",
+            "strategy_options",
+            "scheduler_options",
+        )
+        return [k for k in keys if getattr(self, k) != getattr(other, k)]
+
+
+def locate(target: str | Path, tracking_uri: str | None = None) -> Path:
+    """A run directory from a path or an MLflow parent run id."""
+    path = Path(target)
+    if path.is_dir():
+        if not (path / MANIFEST).exists():
+            raise ConfigError(f"{path} is not a tune_app run directory (no {MANIFEST})")
+        return path.resolve()
+    text = str(target)
+    if not _RUN_ID.match(text):
+        raise ConfigError(
+            f"{text!r} is neither a run directory nor an MLflow run id (32 hex digits)"
+        )
+    from mlflow.tracking import MlflowClient
+
+    from tune_app.tracking import check_reachable, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    check_reachable(uri)
+    try:
+        run = MlflowClient(uri).get_run(text)
+    except Exception:
+        raise ConfigError(f"MLflow has no run {text}; pass the run directory instead") from None
+    run_dir = run.data.tags.get("tune_app.run_dir")
+    if not run_dir:
+        raise ConfigError(f"MLflow run {text} is not a tune_app search run")
+    return locate(run_dir)
+
+
+def latest_unfinished(root: Path, run_name: str, wanted: Manifest) -> Path | None:
+    """The newest run directory of the same search under ``root`` that did not finish."""
+    if not root.is_dir():
+        return None
+    for run_dir in sorted(root.glob(f"{run_name}-*"), reverse=True):
+        try:
+            old = Manifest.load(run_dir)
+        except ConfigError:
+            continue
+        if old.status != "FINISHED" and not old.same_search(wanted):
+            return run_dir
+    return None
+
+
+def same_config(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Config equality that survives a JSON round trip (tuples, int/float)."""
+    return bool(json.loads(json.dumps(a, default=str)) == json.loads(json.dumps(b, default=str)))
+
+
+class ResumableSearcher(GuardedSearcher):
+    """:class:`GuardedSearcher` that maps re-suggested orphan trials back to
+    their first trial id (see the module docstring)."""
+
+    def __init__(self, searcher: Searcher, ledger: Any, recorder: Any = None) -> None:
+        super().__init__(searcher, ledger)
+        self.recorder = recorder
+
+    def suggest(self, trial_id: str) -> Any:
+        """The wrapped searcher's next config; re-suggested orphans keep their record."""
+        config = super().suggest(trial_id)
+        orphans = self.recorder.state.orphans if self.recorder is not None else []
+        if not orphans or not isinstance(config, dict):
+            return config
+        old_id, old_config = orphans[0]
+        import ray
+
+        if same_config(config, old_config):
+            orphans.pop(0)
+            ray.get(self.ledger.alias.remote(trial_id, old_id))
+            self.recorder.alias(trial_id, old_id)
+        else:  # the searcher went another way: the orphans cannot be continued
+            drop_orphans(self.recorder, self.ledger)
+        return config
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["recorder"] = None  # Tune pickles its config; the recorder is re-attached
+        return state
+
+
+def drop_orphans(recorder: Any, ledger: Any) -> None:
+    """Close every orphan still waiting: its recorded epochs stay, the rest is freed."""
+    import ray
+
+    orphans = recorder.state.orphans
+    while orphans:
+        tid = orphans.pop(0)[0]
+        recorder.interrupt(tid)
+        ray.get(ledger.settle.remote(tid, recorder.state.trials[tid].epochs))
+
+
+def reconcile(recorder: Any, ledger: Any, trials: list[Any], max_epochs: int) -> None:
+    """First step after a resume: find orphans, and hold for every unfinished
+    trial the epoch the dead driver had granted it."""
+    import ray
+
+    state = recorder.state
+    restored = {state.canonical(t.trial_id): t for t in trials}
+    for tid, rec in sorted(state.trials.items(), key=lambda kv: kv[1].index):
+        if not rec.ended and tid not in restored:
+            state.orphans.append((tid, dict(rec.config)))
+    holds = []
+    for tid, trial in restored.items():
+        if trial.status in ("TERMINATED", "ERROR"):
+            continue
+        rec = state.trials.get(tid)
+        if rec is not None and rec.ended:
+            continue
+        done = rec.epochs if rec is not None else 0
+        if done < max_epochs:
+            holds.append(ledger.reserve.remote(tid, done + 1))
+    ray.get(holds)
+    if state.orphans:
+        print(
+            f"tune_app: resume: {len(state.orphans)} trial(s) started after Tune's last "
+            f"snapshot; they continue when the searcher proposes them again",
+            flush=True,
+        )
