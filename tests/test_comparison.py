@@ -114,3 +114,39 @@ def test_cross_validation_and_with_without_train_for_real(ray_session):
     )
     assert len(per) == 2 and (per["tuned"] > per["default"]).all()
     assert summary["verdict"].iloc[0].startswith("too few repeats")
+
+
+DIGITS = Path(__file__).resolve().parents[1] / "search_spaces" / "digits_mlp.yaml"
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["compare", "--heatmap", "lr"], "--heatmap takes two parameter names X,Y"),
+        (["compare", "--heatmap", "lr,nope"], "--heatmap parameter 'nope' is not in"),
+        (["compare", "--heatmap-epochs", "1,x"], "--heatmap-epochs takes integers"),
+        (["compare", "--heatmap-epochs", "0"], "--heatmap-epochs must be >= 1"),
+        (["compare", "--cv-top", "-1"], "--cv-top must be >= 0"),
+        (["compare", "--folds", "1", "--cv-top", "2"], "--folds must be >= 2"),
+        (["compare", "--cv-epochs", "0"], "--cv-epochs must be >= 1"),
+        (["compare", "--strategies", "random,random"], "lists a strategy twice"),
+        (
+            ["compare", "--space", str(SPACE), "--strategies", "random", "--cv-top", "1"],
+            "lookup benchmark",
+        ),
+        (["report", "no-such-run-or-experiment"], "no MLflow store at"),
+    ],
+)
+def test_comparison_bad_input_is_one_line_and_exit_2(
+    argv: list[str], needle: str, capsys, tmp_path: Path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    if argv[0] == "compare" and "--space" not in argv:
+        argv = [*argv, "--space", str(DIGITS)]
+    argv = [*argv, "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert needle in err
+    assert not (tmp_path / "tune_runs").exists()  # nothing was started

@@ -12,6 +12,8 @@ if "RAY_ADDRESS" not in os.environ:
 # Ray 2.60 turns token authentication on; keep it, and send the token when
 # connecting to an existing cluster (~/.ray/auth_token or $RAY_AUTH_TOKEN).
 os.environ.setdefault("RAY_AUTH_MODE", "token")
+# Reports download many small artifacts; MLflow's per-file progress bars are noise.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from tune_app.api import SearchResult, run_search
 from tune_app.comparison import Comparison, compare

@@ -117,6 +117,15 @@ def from_mlflow(
     from tune_app.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise ConfigError(
+            f"no MLflow store at {uri.removeprefix('sqlite:///')}; run from the directory of "
+            f"the comparison or pass --tracking-uri"
+        )
+    if uri.startswith(("http://", "https://")):
+        from tune_app.tracking import check_reachable
+
+        check_reachable(uri)
     client = MlflowClient(uri)
     try:
         parent = _find_comparison(client, ref)
