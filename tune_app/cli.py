@@ -112,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one search")
     run.add_argument("--strategy", required=True, choices=list(REGISTRY))
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the newest unfinished run of this same search (else start one)",
+    )
     _search_args(run)
 
     cmp = sub.add_parser("compare", help="run several strategies x seeds on one budget")
@@ -122,6 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument("--seeds", type=int, default=1, help="number of seeds 0..N-1")
     _search_args(cmp)
+
+    res = sub.add_parser("resume", help="continue a search whose driver died")
+    res.add_argument("target", help="run directory, or the search's MLflow parent run id")
+    res.add_argument("--tracking-uri", help="MLflow URI (default: the run's own)")
+    res.add_argument("--address", help="Ray address (default: $RAY_ADDRESS or embedded local)")
+    res.add_argument("--quiet", action="store_true", help="no progress lines")
+    syn = sub.add_parser("sync", help="send results MLflow missed (server was down) from a run dir")
+    syn.add_argument("run_dir", help="run directory (holds run.json and journal.jsonl)")
+    syn.add_argument("--tracking-uri", help="MLflow URI (default: the run's own)")
 
     sub.add_parser("strategies", help="list the strategies")
     spaces = sub.add_parser("spaces", help="list search spaces, or validate one file")
@@ -175,6 +189,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         seed=args.seed,
         tracking_uri=args.tracking_uri,
         experiment=args.experiment,
+        resume=args.resume,
         **_search_kwargs(args),
     )
     print()
@@ -214,6 +229,28 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from tune_app.api import resume_search
+
+    result = resume_search(
+        args.target, tracking_uri=args.tracking_uri, address=args.address, verbose=not args.quiet
+    )
+    print(
+        f"best {result.metric}: {result.best_metric:.4f} with {result.best_config}; epochs "
+        f"spent: {result.epochs_spent}/{result.budget_epochs}; {len(result.trials)} trials; "
+        f"MLflow parent run {result.mlflow_run_id}"
+    )
+    return 0
+
+
+def _cmd_sync(args: argparse.Namespace) -> int:
+    from tune_app.sync import sync
+
+    report = sync(args.run_dir, tracking_uri=args.tracking_uri)
+    print(report.describe())
+    return 0 if report.complete else 1
+
+
 def _cmd_strategies() -> int:
     from tune_app.strategies import REGISTRY
 
@@ -248,6 +285,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args)
         if args.command == "compare":
             return _cmd_compare(args)
+        if args.command == "resume":
+            return _cmd_resume(args)
+        if args.command == "sync":
+            return _cmd_sync(args)
         if args.command == "strategies":
             return _cmd_strategies()
         return _cmd_spaces(args)

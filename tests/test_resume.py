@@ -1,0 +1,153 @@
+"""Driver kill loop: a search is SIGKILLed at seeded random moments and resumed
+until it finishes; nothing is lost or recorded twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO, LocalCluster
+from tune_app import spaces
+from tune_app.outbox import JOURNAL, Journal
+from tune_app.resume import Manifest, same_config
+from tune_app.tasks.digits_mlp import DigitsMLP
+from tune_app.tracking import PARENT_TAG, TRIAL_TAG
+
+DRIVER = """
+import sys
+from tune_app import run_search
+space, uri, storage, address = sys.argv[1:5]
+run_search("grid", space, task="tests.test_resume:SlowDigits", budget_epochs=12, seed=0,
+           num_workers=0, max_concurrent=2, tracking_uri=uri, storage_path=storage,
+           address=address, resume=True)
+"""
+
+
+class SlowDigits(DigitsMLP):
+    """digits_mlp with a 0.5 s validation, so a kill can land mid-training."""
+
+    def eval_metrics(self, sums: Mapping[str, float], count: int) -> dict[str, float]:
+        time.sleep(0.5)
+        return super().eval_metrics(sums, count)
+
+
+def grid_space(tmp_path: Path) -> Path:
+    """4 configs x 3 epochs: an uninterrupted grid run trains exactly these 12 epochs."""
+    data = {
+        "name": "digits_kill",
+        "task": "digits_mlp",
+        "metric": "val_accuracy",
+        "mode": "max",
+        "max_epochs": 3,
+        "params": {
+            "lr": {"type": "loguniform", "low": 1e-3, "high": 0.1, "boxes": [0.003, 0.03]},
+            "hidden": {"type": "int", "low": 16, "high": 64, "boxes": [16, 32]},
+        },
+        "fixed": {"layers": 1, "batch_size": 64},
+    }
+    path = tmp_path / "digits_kill.yaml"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def recorded(storage: Path) -> tuple[Path | None, set[tuple[str, int]]]:
+    """The run dir and every (trial, epoch) its journal has recorded."""
+    dirs = sorted(storage.glob("*/*/run.json"))
+    if not dirs:
+        return None, set()
+    run_dir = dirs[0].parent
+    events = Journal(run_dir / JOURNAL).read()
+    return run_dir, {(e["id"], int(e["epoch"])) for e in events if e.get("k") == "result"}
+
+
+def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "token"}
+    env.pop("RAY_ADDRESS", None)
+    with open(log, "ab") as fh:
+        return subprocess.Popen(
+            [sys.executable, "-c", DRIVER, *args],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+        )
+
+
+@pytest.mark.slow
+def test_driver_kill_loop(ray_cluster: LocalCluster, tmp_path: Path) -> None:
+    rng = random.Random(20240611)
+    space = grid_space(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    storage = tmp_path / "runs"
+    args = [str(space), uri, str(storage), ray_cluster.gcs_address]
+    log = tmp_path / "drivers.log"
+    kills, progress = 2, [0]
+    for _ in range(kills):
+        # Kill once 1-3 more epochs are recorded, plus a jitter of up to 1 s.
+        target = progress[-1] + rng.randint(1, 3)
+        proc = start(args, log)
+        deadline = time.monotonic() + 150
+        while len(recorded(storage)[1]) < target and proc.poll() is None:
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.0))
+        assert proc.poll() is None, "the search finished before the planned kill"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        done = recorded(storage)[1]
+        assert len(done) >= progress[-1]  # progress never goes backwards
+        progress.append(len(done))
+    proc = start(args, log)
+    assert proc.wait(timeout=240) == 0, log.read_text()[-4000:]
+    run_dir, done = recorded(storage)
+    assert run_dir is not None
+    progress.append(len(done))
+    assert progress == sorted(progress), progress
+
+    events = Journal(run_dir / JOURNAL).read()
+    trials = [e for e in events if e["k"] == "trial"]
+    ends = [e for e in events if e["k"] == "end"]
+    # Every trial started and finished exactly once; same configs as an uninterrupted grid.
+    assert len({t["id"] for t in trials}) == len(trials) == 4
+    assert sorted(e["id"] for e in ends) == sorted(t["id"] for t in trials)
+    assert {e["status"] for e in ends} == {"FINISHED"}
+    grid = list(spaces.load(space).grid())
+    for config in grid:
+        assert sum(same_config(t["config"], config) for t in trials) == 1
+    # Epochs: each trial's 1..3 exactly once -> 12 = the budget, as without kills.
+    results = [(e["id"], int(e["epoch"])) for e in events if e["k"] == "result"]
+    assert len(results) == len(set(results)) == 12
+    assert {t["id"]: sorted(ep for i, ep in results if i == t["id"]) for t in trials} == {
+        t["id"]: [1, 2, 3] for t in trials
+    }
+    manifest = Manifest.load(run_dir)
+    assert manifest.status == "FINISHED"
+
+    # MLflow: one parent, one child per trial, each epoch's metric exactly once.
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(manifest.experiment)
+    assert exp is not None
+    parents = client.search_runs([exp.experiment_id], "tags.`tune_app.kind` = 'search'")
+    assert [p.info.run_id for p in parents] == [manifest.parent_run_id]
+    kids = client.search_runs(
+        [exp.experiment_id], f"tags.`{PARENT_TAG}` = '{manifest.parent_run_id}'"
+    )
+    assert sorted(k.data.tags[TRIAL_TAG] for k in kids) == sorted(t["id"] for t in trials)
+    for kid in kids:
+        steps = [m.step for m in client.get_metric_history(kid.info.run_id, "val_accuracy")]
+        assert sorted(steps) == [1, 2, 3], steps
+        assert kid.info.status == "FINISHED"
+    curve = client.get_metric_history(manifest.parent_run_id, "best_val_accuracy")
+    assert sorted(m.step for m in curve) == list(range(1, 13))
+    assert client.get_run(manifest.parent_run_id).info.status == "FINISHED"
+    print(f"kill loop progress (recorded epochs after each driver): {progress}")

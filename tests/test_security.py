@@ -1,0 +1,79 @@
+"""Secure defaults: patched dependency versions, tensors-only loading, loopback
+binds, no secrets in stored or printed tracking URIs."""
+
+from __future__ import annotations
+
+import re
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tune_app.outbox import redact_uri
+from tune_app.resume import Manifest
+
+# First releases with the fixes for known CVEs (see README, "Security").
+MINIMUMS = {
+    "ray": (2, 52, 0),  # token auth + CVE-2025-62593 (dashboard DNS rebinding)
+    "mlflow": (3, 1, 0),  # CVE-2025-52967 (SSRF) and earlier path-traversal fixes
+    "torch": (2, 8, 0),  # CVE-2025-32434 (torch.load weights_only bypass), CVE-2025-3730
+}
+
+
+def parse(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
+
+
+@pytest.mark.parametrize("package", sorted(MINIMUMS))
+def test_installed_versions_include_cve_fixes(package: str) -> None:
+    assert parse(version(package)) >= MINIMUMS[package]
+
+
+def sources() -> list[Path]:
+    return [p for d in ("tune_app", "benchmarks") for p in (REPO / d).rglob("*.py")]
+
+
+def test_every_torch_load_is_tensors_only() -> None:
+    calls = []
+    for path in sources():
+        for line in path.read_text().splitlines():
+            if "torch.load(" in line and not line.lstrip().startswith(("#", ":", "read")):
+                calls.append((path.name, line))
+    assert calls  # the checkpoint and controller loaders
+    assert all("weights_only=True" in line for _, line in calls), calls
+
+
+def test_nothing_binds_all_interfaces_by_default() -> None:
+    for path in sources():
+        text = path.read_text()
+        assert "0.0.0.0" not in text, path
+    script = (REPO / "cluster" / "local.sh").read_text()
+    assert "0.0.0.0" not in script
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("postgresql://tune:s3cret@db:5432/mlflow", "postgresql://tune:***@db:5432/mlflow"),
+        ("http://user:pw@127.0.0.1:5000", "http://user:***@127.0.0.1:5000"),
+        ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+        ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
+    ],
+)
+def test_tracking_uri_passwords_are_redacted(uri: str, shown: str) -> None:
+    assert redact_uri(uri) == shown
+
+
+def test_run_manifest_never_stores_a_password(tmp_path: Path) -> None:
+    from tune_app.tracking import TrackingError, check_reachable
+
+    m = Manifest(
+        "random", None, "s.yaml", "d", None, 4, None, None, 0, 0, None, 1.0, None, 1,
+        "exp", redact_uri("http://u:hunter2@127.0.0.1:9"),
+    )  # fmt: skip
+    m.save(tmp_path)
+    assert "hunter2" not in (tmp_path / "run.json").read_text()
+    with pytest.raises(TrackingError) as err:  # nothing listens on port 9
+        check_reachable("http://u:hunter2@127.0.0.1:9", timeout_s=1)
+    assert "hunter2" not in str(err.value)
