@@ -56,10 +56,11 @@ def test_padding_marks_missing_parameters_and_their_moves_are_invalid() -> None:
     for slot in range(1, mdp.MAX_PARAMS):
         block = obs[slot * mdp.PER_PARAM : (slot + 1) * mdp.PER_PARAM]
         assert block[0] == -1.0 and not block[1:].any()
-    obs2, reward, *_ = env.step(2 * 3 + 1)  # "parameter 3 up": there is no parameter 3
-    assert reward == -INVALID_PENALTY
-    assert env.walker.pos == (2,) and len(env.hist.values) == 1
-    np.testing.assert_array_equal(obs, obs2)
+    before = env.score
+    _, reward, *_ = env.step(2 * 3 + 1)  # "parameter 3 up": there is no parameter 3
+    # Invalid: penalised and replaced by a jump to an unvisited configuration.
+    assert env.walker.pos != (2,) and len(env.hist.values) == 2
+    assert reward == pytest.approx(before - env.score - INVALID_PENALTY)
 
 
 def test_actions_move_one_box_and_return_to_best() -> None:
@@ -69,11 +70,13 @@ def test_actions_move_one_box_and_return_to_best() -> None:
     assert env.walker.pos == (1,) and env.hist.best_point == (2,)
     _, reward, *_ = env.step(0)  # down again: box 0, loss 4
     assert env.walker.pos == (0,) and reward == 0.0  # the incumbent did not change
-    _, reward, *_ = env.step(1)  # up onto box 1: already evaluated -> invalid no-op
-    assert reward == -INVALID_PENALTY and env.walker.pos == (0,)
+    assert not mdp.valid_actions(env.walker, env.hist)[1]  # box 1 is already evaluated
     _, reward, *_ = env.step(mdp.RETURN_TO_BEST)
     assert env.walker.pos == (2,) and reward == -RETURN_PENALTY
     assert len(env.hist.values) == 3  # returning evaluates nothing
+    _, reward, *_ = env.step(1)  # up: box 3, loss 1, a new best
+    assert env.walker.pos == (3,) and env.hist.best_point == (3,)
+    assert reward == pytest.approx(log_regret(env.task, 2.0) - log_regret(env.task, 1.0))
 
 
 def test_reward_is_the_decrease_of_log_normalised_regret() -> None:

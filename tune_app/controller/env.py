@@ -19,7 +19,12 @@ random search already reaches a few percent of the spread). The episode return
 telescopes to ``R(start) - R(final incumbent)``, so the agent maximises exactly
 the final regret, with discounting favouring early improvements (anytime). The
 seeds' ``c / (f - f_lb)`` needs a lower bound and explodes near it; this does not.
-Invalid actions cost 0.05 and a return to the incumbent (no evaluation) 0.01.
+A return to the incumbent (no evaluation) costs 0.01. An invalid action (off
+the grid, a padding slot, or onto a configuration already evaluated) costs 0.1
+and is replaced by a jump to a random unvisited configuration: a no-op would
+leave the state unchanged, and a greedy policy that rates an invalid action
+highest would repeat it until the episode is cut off. The searcher masks invalid
+actions, so it never takes them.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import numpy as np
 from tune_app.controller import mdp
 from tune_app.controller.surfaces import SyntheticTask, generate
 
-INVALID_PENALTY = 0.05
+INVALID_PENALTY = 0.1
 RETURN_PENALTY = 0.01
 STARTS = ("random", "bad", "centre")
 
@@ -124,10 +129,11 @@ class TuningEnv(gym.Env):
         action = int(action)
         self.steps += 1
         mask = mdp.valid_actions(self.walker, self.hist)
-        reward = 0.0
+        penalty = 0.0
         if not mask[action]:
-            reward = -INVALID_PENALTY
-        elif action == mdp.RETURN_TO_BEST:
+            penalty = INVALID_PENALTY
+            action = mdp.JUMP
+        if action == mdp.RETURN_TO_BEST:
             self.walker.pos = self._incumbent()
             self.walker.moves.clear()
             reward = -RETURN_PENALTY
@@ -144,12 +150,10 @@ class TuningEnv(gym.Env):
             self.walker.pos = nxt
             self._evaluate(nxt)
             score = log_regret(self.task, self.task.true_value(self._incumbent()))
-            reward = self.score - score
+            reward = self.score - score - penalty
             self.score = score
-        terminated = (
-            len(self.hist.values) >= self.budget
-            or not mdp.valid_actions(self.walker, self.hist).any()
-        )
+        # The budget is spent, or every configuration was evaluated.
+        terminated = len(self.hist.values) >= min(self.budget, self.hist.grid_size)
         truncated = not terminated and self.steps >= 3 * self.budget
         info = {"regret": self.score} if terminated or truncated else {}
         return self._obs(), float(reward), terminated, truncated, info
