@@ -7,6 +7,7 @@ in-process searches and the ``ray job submit`` test share one Ray instance.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -54,13 +55,74 @@ class LocalCluster:
     dashboard_url: str
 
 
+def _processes_of(temp_dir: str) -> list[int]:
+    """Pids of this cluster's processes (their command line names its temp dir) and
+    all their descendants (workers rename themselves ``ray::...``)."""
+    parents: dict[int, int] = {}
+    roots: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(stat.rsplit(")", 1)[1].split()[1])
+        if temp_dir in cmdline and pid != os.getpid():
+            roots.add(pid)
+    found, grew = set(roots), True
+    while grew:
+        kids = {p for p, pp in parents.items() if pp in found and p not in found}
+        grew = bool(kids)
+        found |= kids
+    found.discard(os.getpid())
+    return sorted(found)
+
+
+def stop_cluster(temp_dir: str) -> None:
+    """Stop only the Ray processes of the cluster rooted at ``temp_dir``.
+
+    Unlike ``ray stop``, this leaves every other Ray instance on the machine alone.
+    """
+    import signal
+    import time
+
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        pids = _processes_of(temp_dir)
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while pids and time.monotonic() < deadline:
+            pids = [p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)]
+            time.sleep(0.2)
+        if not pids:
+            return
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[LocalCluster]:
-    """Start a Ray head on 127.0.0.1 and connect this process to it."""
+    """Start a Ray head on 127.0.0.1 and connect this process to it.
+
+    The head gets its own short temp dir, so teardown stops exactly this cluster and
+    never another Ray running on the same machine (``ray stop`` would kill them all).
+    """
+    import shutil
+    import tempfile
+
     import ray
 
     gcs_port, dash_port = free_port(), free_port()
-    subprocess.run([RAY, "stop", "--force"], env=ray_env(), capture_output=True, check=False)
+    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Unix socket paths
     cmd = [
         RAY,
         "start",
@@ -78,16 +140,17 @@ def ray_cluster() -> Iterator[LocalCluster]:
         "--dashboard-port",
         str(dash_port),
         "--disable-usage-stats",
+        "--temp-dir",
+        temp_dir,
     ]
-    subprocess.run(cmd, env=ray_env(), check=True, capture_output=True, timeout=180)
     try:
+        subprocess.run(cmd, env=ray_env(), check=True, capture_output=True, timeout=180)
         ray.init(address=f"127.0.0.1:{gcs_port}", log_to_driver=False)
         yield LocalCluster(f"127.0.0.1:{gcs_port}", f"http://127.0.0.1:{dash_port}")
     finally:
         ray.shutdown()
-        subprocess.run(
-            [RAY, "stop", "--force"], env=ray_env(), capture_output=True, check=False, timeout=120
-        )
+        stop_cluster(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
