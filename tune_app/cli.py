@@ -13,6 +13,8 @@ from typing import Any, NoReturn
 
 import yaml
 
+from tune_app.controller import cli as controller_cli
+
 EXIT_USAGE = 2
 
 
@@ -94,6 +96,11 @@ def _search_args(p: argparse.ArgumentParser) -> None:
         help="searcher option (repeatable); see `tune-app strategies`",
     )
     p.add_argument(
+        "--controller-checkpoint",
+        metavar="DIR",
+        help="dqn: load this Q-network checkpoint (from `tune-app controller train`)",
+    )
+    p.add_argument(
         "--scheduler-opt",
         action="append",
         metavar="KEY=VALUE",
@@ -138,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--tracking-uri", help="MLflow URI (default: the run's own)")
 
     sub.add_parser("strategies", help="list the strategies")
+    controller_cli.add_parser(sub)
     spaces = sub.add_parser("spaces", help="list search spaces, or validate one file")
     spaces.add_argument("file", nargs="?", help="a space file to validate")
     spaces.add_argument("--dir", default="search_spaces")
@@ -158,10 +166,17 @@ def _search_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "address": args.address,
         "storage_path": args.storage_path,
         "data_dir": args.data_dir,
-        "strategy_options": _options(args.opt, "--opt"),
+        "strategy_options": _strategy_options(args),
         "scheduler_options": _options(args.scheduler_opt, "--scheduler-opt"),
         "verbose": not args.quiet,
     }
+
+
+def _strategy_options(args: argparse.Namespace) -> dict[str, Any]:
+    opts = _options(args.opt, "--opt")
+    if args.controller_checkpoint is not None:  # the dqn searcher's `checkpoint` option
+        opts["checkpoint"] = args.controller_checkpoint
+    return opts
 
 
 def _print_table(rows: Any) -> None:
@@ -291,6 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_sync(args)
         if args.command == "strategies":
             return _cmd_strategies()
+        if args.command == "controller":
+            return controller_cli.run(args)
         return _cmd_spaces(args)
     except TuneAppError as exc:
         return _fail(str(exc))
