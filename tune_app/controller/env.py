@@ -133,21 +133,10 @@ class TuningEnv(gym.Env):
         if not mask[action]:
             penalty = INVALID_PENALTY
             action = mdp.JUMP
-        if action == mdp.RETURN_TO_BEST:
-            self.walker.pos = self._incumbent()
-            self.walker.moves.clear()
+        nxt = mdp.apply(self.walker, self.hist, action, self._rng)
+        if nxt is None:  # back to the incumbent: nothing evaluated
             reward = -RETURN_PENALTY
         else:
-            if action == mdp.JUMP:
-                nxt = self.hist.random_unvisited(self._rng)
-                assert nxt is not None
-                self.walker.moves.clear()
-            else:
-                nxt = mdp.target(self.walker.pos, action, self.task.n_boxes)
-                assert nxt is not None
-                i, up = divmod(action, 2)
-                self.walker.moves = ([*self.walker.moves, (i, 1 if up else -1)])[-2:]
-            self.walker.pos = nxt
             self._evaluate(nxt)
             score = log_regret(self.task, self.task.true_value(self._incumbent()))
             reward = self.score - score - penalty

@@ -1,8 +1,10 @@
 """The tuning MDP shared by the training environment and the Tune searcher.
 
 A *walker* sits on one configuration of the value-box grid. Each action moves it:
-one parameter one box up or down, back to the best configuration seen (the
-incumbent), or a jump to a random unvisited configuration. Moving onto a new
+one parameter one box up or down, one parameter a coarse step (a quarter of its
+boxes) up or down, back to the best configuration seen (the incumbent), a jump
+to a random unvisited configuration, or a *local* jump to a random unvisited
+configuration next to the incumbent (every parameter -1/0/+1 box). Moving onto a new
 configuration evaluates it (one trial, one unit of budget). Moves onto a
 configuration already evaluated (or being evaluated) and moves off the grid are
 *invalid*: the searcher masks them, the environment turns them into a penalised
@@ -32,23 +34,32 @@ M_BEST = 3
 PER_PARAM = 8
 N_GLOBAL = 11
 OBS_DIM = MAX_PARAMS * PER_PARAM + N_GLOBAL
-RETURN_TO_BEST = 2 * MAX_PARAMS
-JUMP = 2 * MAX_PARAMS + 1
-N_ACTIONS = 2 * MAX_PARAMS + 2
+N_MOVES = 4 * MAX_PARAMS  # per parameter: one box down/up, a coarse step down/up
+RETURN_TO_BEST = N_MOVES
+JUMP = N_MOVES + 1
+LOCAL_JUMP = N_MOVES + 2
+N_ACTIONS = N_MOVES + 3
+LOCAL_TRIES = 64
 STALL_SCALE = 10.0  # evaluations without improvement that saturate the feature
 
 Point = tuple[int, ...]
 
 
 def action_name(action: int, names: Sequence[str] | None = None) -> str:
-    """Human-readable action, e.g. ``lr+1``, ``best`` or ``jump``."""
-    if action == RETURN_TO_BEST:
-        return "best"
-    if action == JUMP:
-        return "jump"
-    i, up = divmod(action, 2)
+    """Human-readable action: ``lr+1``/``lr-1`` (one box), ``lr++``/``lr--`` (a
+    coarse step), ``best``, ``jump`` or ``local``."""
+    special = {RETURN_TO_BEST: "best", JUMP: "jump", LOCAL_JUMP: "local"}
+    if action in special:
+        return special[action]
+    coarse, rest = divmod(action, 2 * MAX_PARAMS)
+    i, up = divmod(rest, 2)
     label = names[i] if names is not None and i < len(names) else f"p{i}"
-    return f"{label}{'+1' if up else '-1'}"
+    return label + (("++" if up else "--") if coarse else ("+1" if up else "-1"))
+
+
+def coarse_step(n: int) -> int:
+    """Boxes per coarse step of a parameter with ``n`` boxes (a quarter, at least 2)."""
+    return max(2, round(n / 4))
 
 
 @dataclass
@@ -172,24 +183,75 @@ class Walker:
 
 
 def target(pos: Point, action: int, n_boxes: tuple[int, ...]) -> Point | None:
-    """Where a move action leads, or None when it leaves the grid or names no parameter."""
-    i, up = divmod(action, 2)
+    """Where a move action leads, or None when it leaves the grid or names no parameter.
+
+    A coarse step stops at the edge of the range; it is invalid only at the edge.
+    """
+    coarse, rest = divmod(action, 2 * MAX_PARAMS)
+    i, up = divmod(rest, 2)
     if i >= len(n_boxes):
         return None
-    j = pos[i] + (1 if up else -1)
-    if not 0 <= j < n_boxes[i]:
+    step = coarse_step(n_boxes[i]) if coarse else 1
+    j = pos[i] + (step if up else -step)
+    if coarse:
+        j = min(max(j, 0), n_boxes[i] - 1)
+    if j == pos[i] or not 0 <= j < n_boxes[i]:
         return None
     return (*pos[:i], j, *pos[i + 1 :])
+
+
+def move_of(action: int) -> tuple[int, int]:
+    """(parameter, direction +1/-1) of a move action."""
+    i, up = divmod(action % (2 * MAX_PARAMS), 2)
+    return i, 1 if up else -1
+
+
+def local_point(hist: History, rng: random.Random) -> Point | None:
+    """A random unvisited configuration near the incumbent: each parameter moves by
+    -1, 0 or +1 box (at least one moves); None if none was found."""
+    best = hist.best_point
+    if best is None:
+        return None
+    for _ in range(LOCAL_TRIES):
+        p = tuple(
+            min(max(b + rng.choice((-1, 0, 1)), 0), n - 1)
+            for b, n in zip(best, hist.n_boxes, strict=True)
+        )
+        if p != best and not hist.visited(p):
+            return p
+    return None
+
+
+def apply(walker: Walker, hist: History, action: int, rng: random.Random) -> Point | None:
+    """Carry out a *valid* action on ``walker``: the configuration to evaluate next,
+    or None for a return to the incumbent (nothing to evaluate)."""
+    if action == RETURN_TO_BEST:
+        assert hist.best_point is not None
+        walker.pos = hist.best_point
+        walker.moves.clear()
+        return None
+    if action in (JUMP, LOCAL_JUMP):
+        nxt = local_point(hist, rng) if action == LOCAL_JUMP else None
+        nxt = nxt or hist.random_unvisited(rng)
+        walker.moves.clear()
+    else:
+        nxt = target(walker.pos, action, hist.n_boxes)
+        walker.moves = [*walker.moves, move_of(action)][-2:]
+    assert nxt is not None
+    walker.pos = nxt
+    return nxt
 
 
 def valid_actions(walker: Walker, hist: History) -> np.ndarray:
     """Boolean mask over actions: moves onto unvisited grid points, best, jump."""
     mask = np.zeros(N_ACTIONS, dtype=bool)
-    for a in range(2 * len(hist.n_boxes)):
+    for a in range(N_MOVES):
+        if a % (2 * MAX_PARAMS) >= 2 * len(hist.n_boxes):
+            continue
         t = target(walker.pos, a, hist.n_boxes)
         mask[a] = t is not None and not hist.visited(t)
     mask[RETURN_TO_BEST] = hist.best_point is not None and hist.best_point != walker.pos
-    mask[JUMP] = len(hist.values) + len(hist.pending) < hist.grid_size
+    mask[JUMP] = mask[LOCAL_JUMP] = len(hist.values) + len(hist.pending) < hist.grid_size
     return mask
 
 

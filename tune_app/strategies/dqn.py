@@ -198,21 +198,9 @@ class DQNSearcher(Searcher):
                 "q": [round(float(v), 4) for v in q],
                 "state": [round(float(v), 3) for v in obs],
             }
-            if action == mdp.RETURN_TO_BEST:
-                assert self.hist.best_point is not None
-                walker.pos = self.hist.best_point
-                walker.moves.clear()
-                continue
-            if action == mdp.JUMP:
-                nxt = self.hist.random_unvisited(self.rng)
-                walker.moves.clear()
-            else:
-                nxt = mdp.target(walker.pos, action, self.n_boxes)
-                i, up = divmod(action, 2)
-                walker.moves = ([*walker.moves, (i, 1 if up else -1)])[-2:]
-            assert nxt is not None
-            walker.pos = nxt
-            return nxt, info
+            nxt = mdp.apply(walker, self.hist, action, self.rng)
+            if nxt is not None:
+                return nxt, info
         # Every neighbour of the incumbent is taken (or the grid is exhausted).
         nxt = self.hist.random_unvisited(self.rng)
         if nxt is None:  # the whole grid was evaluated: resample it
@@ -241,7 +229,7 @@ class DQNSearcher(Searcher):
         return tags
 
     def _action_used(self, name: str) -> bool:
-        return name in ("best", "jump") or name[:-2] in self.space.names
+        return name in ("best", "jump", "local") or name[:-2] in self.space.names
 
     def plot_walk(self, path: str) -> str | None:
         """Write a PNG of the walk through the boxes (one row per parameter); return path."""
