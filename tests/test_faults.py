@@ -21,6 +21,7 @@ from tests.conftest import children, free_port
 from tests.user_tasks import Blobs
 from tune_app import run_search
 from tune_app.api import SearchResult
+from tune_app.errors import TaskError
 from tune_app.outbox import JOURNAL, Journal
 from tune_app.sync import sync
 from tune_app.tracking import TRIAL_TAG
@@ -63,6 +64,15 @@ class Failing(Blobs):
     def build_model(self, config: Mapping[str, Any]) -> Any:
         self.fail, self.calls = int(config.get("hidden", 0)) == 8, 0
         return super().build_model(config)
+
+
+class Wordy(Blobs):
+    """A task whose validation reports its metric as a string."""
+
+    name = "wordy"
+
+    def eval_metrics(self, sums: Mapping[str, float], count: int) -> dict[str, Any]:
+        return {**super().eval_metrics(sums, count), "val_accuracy": "high"}
 
 
 def space(tmp_path: Path, max_epochs: int, hidden: list[int]) -> Path:
@@ -172,6 +182,22 @@ def test_failing_trial_is_recorded_and_the_search_goes_on(
     assert "injected failure in epoch 2" in kids[8].data.tags["tune_app.error"]
     assert kids[16].info.status == "FINISHED"
     assert result.best_metric > 0.8
+
+
+def test_non_numeric_metric_is_a_clear_error(tracking_uri: str, tmp_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(TaskError, match=r"'wordy' reported a non-numeric value .*'val_accuracy'"):
+        run_search(
+            "random",
+            space(tmp_path, 2, [8, 16]),
+            task=Wordy(),
+            budget_epochs=20,
+            num_workers=0,
+            tracking_uri=tracking_uri,
+            storage_path=tmp_path / "runs",
+            verbose=False,
+        )
+    assert time.monotonic() - started < 120  # stopped at the first report, not 10 trials
 
 
 def start_mlflow(port: int, root: Path) -> subprocess.Popen[bytes]:

@@ -4,6 +4,7 @@ until it finishes; nothing is lost or recorded twice."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import signal
@@ -16,10 +17,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, LocalCluster
-from tune_app import spaces
+from tests.conftest import DIGITS, REPO, LocalCluster
+from tune_app import spaces, strategies
 from tune_app.outbox import JOURNAL, Journal
 from tune_app.resume import Manifest, same_config
+from tune_app.strategies.base import GuardedSearcher
 from tune_app.tasks.digits_mlp import DigitsMLP
 from tune_app.tracking import PARENT_TAG, TRIAL_TAG
 
@@ -151,3 +153,53 @@ def test_driver_kill_loop(ray_cluster: LocalCluster, tmp_path: Path) -> None:
     assert sorted(m.step for m in curve) == list(range(1, 13))
     assert client.get_run(manifest.parent_run_id).info.status == "FINISHED"
     print(f"kill loop progress (recorded epochs after each driver): {progress}")
+
+
+def _value(config: dict[str, object]) -> float:
+    lr, dropout = float(config["lr"]), float(config["dropout"])  # type: ignore[arg-type]
+    return 1.0 - (math.log10(lr) + 2.0) ** 2 / 10 - dropout / 4
+
+
+@pytest.mark.parametrize("name", strategies.names("searcher"))
+def test_searcher_restore_with_pending_trials_suggests_no_duplicate(
+    name: str, tmp_path: Path
+) -> None:
+    """Every registered searcher, saved (as Tune saves it) with two trials still
+    running, then restored: the pending trials report afterwards and the restored
+    searcher continues exactly as an uninterrupted one, re-suggesting nothing."""
+    space = spaces.load(DIGITS)
+
+    def make() -> GuardedSearcher:
+        return GuardedSearcher(strategies.build_searcher(name, space, "val_accuracy", "max", 7))
+
+    original = make()
+    seen = []
+    for i in range(3):
+        config = original.suggest(f"t{i}")
+        seen.append(config)
+        original.on_trial_complete(f"t{i}", {"val_accuracy": _value(config), "epoch": 3})
+    pending = [original.suggest("p1"), original.suggest("p2")]  # running at save time
+    assert all(isinstance(c, dict) for c in [*seen, *pending])
+    original.save(str(tmp_path / "searcher"))
+    restored = make()
+    restored.restore(str(tmp_path / "searcher"))
+
+    runs = []
+    for searcher in (original, restored):
+        searcher.on_trial_result("p1", {"val_accuracy": 0.5, "epoch": 1, "training_iteration": 1})
+        searcher.on_trial_complete("p1", {"val_accuracy": _value(pending[0]), "epoch": 3})
+        after = [searcher.suggest(f"n{i}") for i in range(3)]
+        searcher.on_trial_complete("p2", {"val_accuracy": _value(pending[1]), "epoch": 3})
+        after += [searcher.suggest(f"m{i}") for i in range(2)]
+        runs.append([c for c in after if isinstance(c, dict)])
+    uninterrupted, resumed = runs
+    assert resumed == uninterrupted
+    assert resumed, "the searcher stopped suggesting after restore"
+    before = [*seen, *pending]
+    # Suggested again after the restore: a pending config, or any earlier one.
+    repeats = [c for c in resumed if any(same_config(c, b) for b in before)]
+    if name == "dqn":  # the controller's walkers may revisit boxes by design ...
+        assert not any(same_config(c, p) for c in resumed[:1] for p in pending)
+    else:  # ... every other searcher never proposes a config twice
+        assert repeats == []
+        assert len({json.dumps(c, sort_keys=True) for c in resumed}) == len(resumed)

@@ -350,10 +350,13 @@ def run_search(
     outbox = Outbox.replay(journal, tracker, parent, metric)
     if outbox.pending and verbose:
         print(f"tune_app: sending {len(outbox.pending)} journaled MLflow write(s)", flush=True)
-    outbox.flush(force=True)
+    outbox.start()  # MLflow writes leave Tune's event loop: a slow server never holds it up
     ledger = start_ledger(budget_epochs, lockstep=sched is not None)
     recorded = {tid: rec.epochs for tid, rec in state.trials.items()}
-    ray.get(ledger.seed.remote(recorded, [t for t, r in state.trials.items() if r.ended]))
+    ended = [t for t, r in state.trials.items() if r.ended]
+    ray.get(ledger.seed.remote(recorded, ended, dict(state.aliases)))
+    # Tune knows a re-suggested trial by its new id; the budget callback does too.
+    by_tune_id = {**recorded, **{new: recorded[old] for new, old in state.aliases.items()}}
     spec = TrialSpec(
         task=the_task,
         seed=seed,
@@ -374,12 +377,13 @@ def run_search(
         keys=tuple(the_task.metrics),
         verbose=verbose,
         ledger=ledger if resuming else None,
+        task=the_task.name,
     )
     recorder.searcher = searcher  # per-trial tags (dqn: action, Q-values, state)
     search_alg = ResumableSearcher(searcher, ledger, recorder)
     tune_config = tune.TuneConfig(
         search_alg=search_alg,
-        scheduler=DecisionTap(sched, ledger) if sched is not None else None,
+        scheduler=DecisionTap(sched, ledger, the_task.name) if sched is not None else None,
         num_samples=max_trials if max_trials is not None else -1,
         max_concurrent_trials=placement.max_concurrent,
         time_budget_s=time_budget_s,
@@ -387,7 +391,7 @@ def run_search(
         # per trial); a Ray Train trial's workers are always new.
         reuse_actors=placement.num_workers == 0,
     )
-    callbacks = [BudgetCallback(ledger, recorded), recorder]
+    callbacks = [BudgetCallback(ledger, by_tune_id), recorder]
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, spec=spec), placement.trial_resources
     )
@@ -549,7 +553,7 @@ def _finish(
             "tags": {"tune_app.best_config": repr(best_config)},
         }
     )
-    if not recorder.outbox.wait(timeout_s=20.0):
+    if not recorder.outbox.close(timeout_s=20.0):
         print(
             f"tune_app: MLflow is unreachable; {len(recorder.outbox.pending)} write(s) are "
             f"kept in {run_dir / JOURNAL}; send them with `tune-app sync {run_dir}`",

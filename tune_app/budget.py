@@ -45,10 +45,17 @@ class EpochLedger:
         self.floor: dict[str, int] = {}
         self.closed: set[str] = set()
 
-    def seed(self, recorded: dict[str, int], ended: list[str]) -> None:
+    def seed(
+        self,
+        recorded: dict[str, int],
+        ended: list[str],
+        aliases: dict[str, str] | None = None,
+    ) -> None:
         """Resume: epochs ``1..recorded[t]`` of every journaled trial are spent;
         ``ended`` trials get no more epochs (Tune may restart them from an
-        older snapshot)."""
+        older snapshot); ``aliases`` (Tune id -> first id) of re-suggested
+        trials keep charging their first id."""
+        self.aliases.update(aliases or {})
         for tid, epochs in recorded.items():
             self.granted[tid] = set(range(1, epochs + 1))
             self.floor[tid] = epochs
@@ -189,8 +196,9 @@ class BudgetCallback(tune.Callback):
         self.reported: dict[str, int] = dict(reported or {})
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        """Let a (re)started trial continue from its checkpoint."""
-        ray.get(self.ledger.restart.remote(trial.trial_id, self.reported.get(trial.trial_id, 0)))
+        """Let a (re)started trial continue from its checkpoint (fire and forget: a
+        trial asking before this lands is told to wait and asks again)."""
+        self.ledger.restart.remote(trial.trial_id, self.reported.get(trial.trial_id, 0))
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any
@@ -201,24 +209,28 @@ class BudgetCallback(tune.Callback):
                 self.reported.get(trial.trial_id, 0), int(result["epoch"])
             )
 
-    def _settle(self, trial: Any) -> None:
-        ray.get(self.ledger.settle.remote(trial.trial_id, self.reported.get(trial.trial_id, 0)))
+    def _settle(self, trial: Any, extra: int = 0) -> None:
+        # Fire and forget: Ray runs this driver's calls to the ledger in order, so
+        # the searcher's next grant request already sees the released epochs.
+        self.ledger.settle.remote(trial.trial_id, self.reported.get(trial.trial_id, 0) + extra)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """Release grants past the last report."""
         self._settle(trial)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        """Release grants past the last report."""
-        self._settle(trial)
+        """Release grants past the epoch that failed: a failed epoch was trained and
+        costs budget (so a task that always fails cannot spin the search forever)."""
+        self._settle(trial, extra=1)
 
 
 class DecisionTap(TrialScheduler):
     """Wraps a Tune scheduler and records each of its decisions in the ledger."""
 
-    def __init__(self, scheduler: TrialScheduler, ledger: Any) -> None:
+    def __init__(self, scheduler: TrialScheduler, ledger: Any, task: str = "") -> None:
         self.scheduler = scheduler
         self.ledger = ledger
+        self.task = task
         self._supports_buffered_results = scheduler.supports_buffered_results
 
     @property
@@ -240,6 +252,9 @@ class DecisionTap(TrialScheduler):
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         """Forward, and tell the ledger what was decided for this epoch."""
+        from tune_app.tracking import check_numeric
+
+        check_numeric(self.task, result, (self.scheduler.metric,))  # before it compares
         decision: str = self.scheduler.on_trial_result(tune_controller, trial, result)
         if "epoch" in result:
             self.ledger.decide.remote(trial.trial_id, int(result["epoch"]), decision)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -45,26 +46,48 @@ def redact_uri(uri: str) -> str:
 
 
 class Journal:
-    """Append-only JSON-lines file; each line is flushed and fsynced."""
+    """Append-only JSON-lines file; each event line is flushed and fsynced.
+
+    Thread-safe: the driver appends events while the outbox's sender thread
+    appends acknowledgements.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._seq = -1
+        self._lock = threading.Lock()
 
     def next_seq(self) -> int:
         """A sequence number for the next event (continues an existing journal)."""
+        with self._lock:
+            return self._next_seq()
+
+    def _next_seq(self) -> int:
         if self._seq < 0:
             self._seq = max((int(e.get("n", 0)) for e in self.read()), default=0)
         self._seq += 1
         return self._seq
 
-    def append(self, event: dict[str, Any]) -> None:
-        """Write ``event`` durably (a crash leaves at most a torn last line)."""
+    def record(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Number ``event``, time-stamp it and append it durably; return it."""
+        with self._lock:
+            event = {"n": self._next_seq(), "t": round(time.time(), 3), **event}
+            self._write(event, durable=True)
+        return event
+
+    def append(self, event: dict[str, Any], durable: bool = True) -> None:
+        """Write ``event`` (``durable``: fsynced; a crash leaves at most a torn last
+        line). Acknowledgements need no fsync: a lost one only costs a verified re-send."""
+        with self._lock:
+            self._write(event, durable)
+
+    def _write(self, event: dict[str, Any], durable: bool) -> None:
         line = json.dumps(event, default=str, separators=(",", ":"))
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
 
     def read(self) -> list[dict[str, Any]]:
         """Every complete event, in order (a torn last line is ignored)."""
@@ -91,6 +114,11 @@ class _Pending:
 class Outbox:
     """Sends journaled events to MLflow in order; keeps failed ones for later.
 
+    After :meth:`start`, a background thread does the sending, so MLflow's
+    latency (or an outage) never holds up Tune's event loop: :meth:`submit` only
+    journals the event and queues it. Without the thread (``sync``), sends
+    happen in :meth:`flush` / :meth:`wait`.
+
     Args:
         journal: the run's journal (events are appended by :meth:`submit`).
         tracker: a :class:`tune_app.tracking.Tracker`, or None (offline).
@@ -106,9 +134,14 @@ class Outbox:
     pending: list[_Pending] = field(default_factory=list)
     retry_at: float = 0.0
     backoff_s: float = 1.0
+    max_backoff_s: float = 5.0
     verify_all: bool = False
     warned: bool = False
     _history: dict[tuple[str, str], set[int]] = field(default_factory=dict)
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    _thread: threading.Thread | None = None
+    _stop: bool = False
+    _sending: bool = False
 
     @classmethod
     def replay(cls, journal: Journal, tracker: Any, parent: str, metric: str) -> Outbox:
@@ -124,34 +157,119 @@ class Outbox:
                 box.pending.append(_Pending(e, tries=1))  # re-sends always verify
         return box
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (Tune pickles its callbacks): without the thread and its lock."""
+        state = self.__dict__.copy()
+        state.update(_cond=None, _thread=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._cond = threading.Condition()
+
+    # -- the driver's side --------------------------------------------------
+
+    def start(self) -> None:
+        """Send from a background thread from now on."""
+        if self._thread is None and self.tracker is not None:
+            self._stop = False
+            self._thread = threading.Thread(
+                target=self._run, name="tune_app-mlflow-outbox", daemon=True
+            )
+            self._thread.start()
+
     def submit(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Journal ``event`` (a dict with its kind ``k``), then try to send it."""
-        event = {"n": self.journal.next_seq(), "t": round(time.time(), 3), **event}
-        self.journal.append(event)
+        """Journal ``event`` (a dict with its kind ``k``), then queue it for MLflow."""
+        event = self.journal.record(event)
         if event["k"] in SENDERS:
-            self.pending.append(_Pending(event))
-            self.flush()
+            with self._cond:
+                self.pending.append(_Pending(event))
+                self._cond.notify_all()
+            if self._thread is None:
+                self.flush()
         return event
 
     def flush(self, force: bool = False) -> bool:
+        """Send pending events (or, with the sender thread, wake it); True when
+        nothing is left pending. ``force`` ignores the backoff."""
+        if self._thread is not None:
+            with self._cond:
+                if force:
+                    self.retry_at = 0.0
+                self._cond.notify_all()
+                return not self.pending
+        return self._drain(force)
+
+    def wait(self, timeout_s: float) -> bool:
+        """Retry pending writes for up to ``timeout_s``; True when all were sent."""
+        deadline = time.monotonic() + timeout_s
+        if self._thread is None:
+            while not self._drain(force=True):
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            return True
+        with self._cond:
+            self.retry_at = min(self.retry_at, time.monotonic())
+            self.backoff_s = min(self.backoff_s, 1.0)
+            self._cond.notify_all()
+            while self.pending or self._sending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.5))
+                self.retry_at = min(self.retry_at, time.monotonic() + 1.0)
+            return True
+
+    def close(self, timeout_s: float = 0.0) -> bool:
+        """Wait up to ``timeout_s`` for pending writes, then stop the sender thread."""
+        done = self.wait(timeout_s) if timeout_s > 0 else not self.pending
+        thread = self._thread
+        if thread is not None:
+            with self._cond:
+                self._stop = True
+                self._cond.notify_all()
+            thread.join(timeout=15.0)
+            self._thread = None
+        return done
+
+    # -- sending --------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stop and (not self.pending or time.monotonic() < self.retry_at):
+                    delay = self.retry_at - time.monotonic() if self.pending else None
+                    self._cond.wait(delay)
+                if self._stop:
+                    return
+            self._drain(force=False)
+
+    def _drain(self, force: bool) -> bool:
         """Send pending events in order; True when nothing is left pending.
 
-        Stops at the first failure and waits ``backoff_s`` (doubling up to 30 s)
-        before the next attempt, so an MLflow outage costs training one failed
-        call per backoff period at most. ``force`` ignores the backoff.
+        Stops at the first failure and waits ``backoff_s`` (doubling up to
+        ``max_backoff_s``) before the next attempt. ``force`` ignores the backoff.
         """
         if self.tracker is None:
             return not self.pending
         if not force and time.monotonic() < self.retry_at:
             return False
-        while self.pending:
-            item = self.pending[0]
+        while True:
+            with self._cond:
+                if not self.pending:
+                    break
+                item = self.pending[0]
+                self._sending = True
             try:
                 SENDERS[item.event["k"]](self, item.event, item.tries > 0 or self.verify_all)
             except Exception as exc:
-                item.tries += 1
-                self.retry_at = time.monotonic() + self.backoff_s
-                self.backoff_s = min(self.backoff_s * 2, 30.0)
+                with self._cond:
+                    item.tries += 1
+                    self.retry_at = time.monotonic() + self.backoff_s
+                    self.backoff_s = min(self.backoff_s * 2, self.max_backoff_s)
+                    self._sending = False
+                    self._cond.notify_all()
                 if not self.warned:
                     print(
                         f"tune_app: MLflow write failed ({type(exc).__name__}: "
@@ -161,24 +279,18 @@ class Outbox:
                     )
                     self.warned = True
                 return False
-            self.pending.pop(0)
             ack: dict[str, Any] = {"n": item.event["n"], "k": "ack"}
             if item.event["k"] == "trial":
                 ack.update(trial=item.event["id"], run=self.run_ids[item.event["id"]])
-            self.journal.append(ack)
+            self.journal.append(ack, durable=False)
+            with self._cond:
+                self.pending.pop(0)
+                self._sending = False
+                self._cond.notify_all()
         if self.warned:
             print("tune_app: MLflow is reachable again; pending writes sent", flush=True)
             self.warned = False
         self.backoff_s = 1.0
-        return True
-
-    def wait(self, timeout_s: float) -> bool:
-        """Retry pending writes for up to ``timeout_s``; True when all were sent."""
-        deadline = time.monotonic() + timeout_s
-        while not self.flush(force=True):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
         return True
 
     # -- idempotent senders -------------------------------------------------

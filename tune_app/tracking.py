@@ -15,6 +15,7 @@ server is down are sent later without duplicates.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import re
 import tempfile
@@ -29,7 +30,7 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
-from tune_app.errors import TrackingError
+from tune_app.errors import TaskError, TrackingError
 from tune_app.outbox import Outbox, redact_uri
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -81,6 +82,31 @@ HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
 }
+
+
+NON_NUMERIC = "reported a non-numeric value"
+
+
+def check_numeric(task: str, metrics: dict[str, Any], keys: Any = None) -> None:
+    """Raise :class:`TaskError` naming the metric if one of ``metrics`` (or of its
+    ``keys``) is not a number; NaN/inf are numbers (they mark a diverged trial)."""
+    for key in metrics if keys is None else keys:
+        value = metrics.get(key)
+        if value is None or (isinstance(value, numbers.Real) and not isinstance(value, bool)):
+            continue
+        raise TaskError(
+            f"task {task!r} {NON_NUMERIC} for metric {key!r}: {str(value)[:80]!r} "
+            f"({type(value).__name__}); eval_metrics must return numbers "
+            f"(use float(...) or tensor.item())"
+        )
+
+
+def _task_error(text: str) -> str | None:
+    """The message of a non-numeric-metric TaskError in a trial's error text."""
+    for line in reversed(text.splitlines()):
+        if NON_NUMERIC in line:
+            return line.split("TaskError: ", 1)[-1].strip()
+    return None
 
 
 @dataclass
@@ -325,8 +351,10 @@ class TrackingCallback(tune.Callback):
         keys: tuple[str, ...] = (),
         verbose: bool = True,
         ledger: Any = None,
+        task: str = "",
     ) -> None:
         self.outbox = outbox
+        self.task = task
         self.keys = frozenset((*keys, state.metric, "train_loss", "diverged"))
         self.state = state
         self.metric, self.mode = state.metric, state.mode
@@ -334,7 +362,15 @@ class TrackingCallback(tune.Callback):
         self.verbose = verbose
         self.ledger = ledger  # set on resume only: reconcile at the first step
         self._stepped = False
+        self.fatal: str | None = None
         self.searcher: Any = None  # run_search sets it; see searcher_hook()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Tune pickles its callbacks into ``tuner.pkl``; a resumed driver attaches
+        fresh ones, so the live outbox (thread, MLflow client) stays out of it."""
+        state = self.__dict__.copy()
+        state.update(outbox=None, searcher=None, ledger=None)
+        return state
 
     # Compatibility with the previous in-memory recorder.
     @property
@@ -371,6 +407,8 @@ class TrackingCallback(tune.Callback):
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         """First step: let resume reconcile Tune's trials with the journal; then
         retry pending MLflow writes (after their backoff)."""
+        if self.fatal:
+            raise TaskError(self.fatal)
         if not self._stepped:
             self._stepped = True
             if self.ledger is not None:
@@ -402,6 +440,7 @@ class TrackingCallback(tune.Callback):
         rec = self.state.trials.get(tid)
         if rec is None or "epoch" not in result or rec.ended:
             return
+        check_numeric(self.task, result, (self.metric,))
         epoch = int(result["epoch"])
         if epoch <= rec.epochs:
             return  # already recorded (re-run from an older checkpoint after a resume)
@@ -458,6 +497,9 @@ class TrackingCallback(tune.Callback):
         if path and os.path.exists(path):
             err = Path(path).read_text(errors="replace")
         self._finish(trial.trial_id, "FAILED", err or "trial failed")
+        # A broken task fails every trial the same way: stop the search at the next
+        # step with the task's own message (raised here, Tune would wrap it).
+        self.fatal = self.fatal or _task_error(err)
 
     def trials_frame(self) -> pd.DataFrame:
         """One row per trial (see :meth:`RunState.trials_frame`)."""

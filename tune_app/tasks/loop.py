@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tune_app.budget import wait_for_epoch
 from tune_app.errors import TaskError
 from tune_app.tasks.base import Task
+from tune_app.tracking import check_numeric
 
 # Train V2 polls its workers every 2 s by default, which dominates short trials;
 # these apply in the trial process and are propagated to Train's controller.
@@ -172,6 +173,7 @@ def look_up(
         if spec.ledger is not None and not wait_for_epoch(spec.ledger, trial_id, epoch):
             return
         metrics = lookup(config, epoch)
+        check_numeric(spec.task.name, metrics)
         diverged = not all(math.isfinite(v) for v in metrics.values())
         reporter.report(
             {**metrics, "epoch": epoch, "diverged": int(diverged), "node_id": node_id}, None
@@ -284,6 +286,7 @@ def train(hparams: Mapping[str, Any], spec: TrialSpec, trial_id: str, reporter: 
             seen += len(y)
         train_time_s = time.perf_counter() - started  # the training pass only
         metrics = _validate(task, net, val_loader, device, world)
+        check_numeric(task.name, metrics)  # a clear TaskError, not a TypeError below
         stats = torch.tensor([loss_sum, float(seen), float(diverged)], dtype=torch.float64)
         if world > 1:
             stats = _all_reduce(stats, device)
