@@ -21,6 +21,11 @@ def add_parser(sub: Any) -> None:
     train.add_argument("--num-env-runners", type=int, default=0, help="RLlib env runners")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--max-minutes", type=float, default=None, help="wall-time limit")
+    train.add_argument("--gamma", type=float, default=0.95, help="discount")
+    train.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate")
+    train.add_argument(
+        "--updates-per-fragment", type=int, default=1, help="updates per 32 sampled steps"
+    )
     train.add_argument("--out", default="controller_weights", help="output directory")
     train.add_argument("--address", default=None, help="Ray address (default: local Ray)")
     train.add_argument("--tracking-uri", default=None, help="MLflow URI (default sqlite)")
@@ -51,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         steps_per_iteration=args.steps_per_iteration,
         max_minutes=args.max_minutes,
+        gamma=args.gamma,
+        lr=args.lr,
+        updates_per_fragment=args.updates_per_fragment,
     )
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
     address = args.address or os.environ.get("RAY_ADDRESS")

@@ -52,7 +52,8 @@ class TrainSettings:
     lr: float = 5e-4
     gamma: float = 0.95
     batch_size: int = 128
-    rollout_fragment_length: int = 32  # env steps per update (one update per fragment)
+    rollout_fragment_length: int = 32  # env steps sampled between updates
+    updates_per_fragment: int = 1
     n_step: int = 3
     target_update: int = 4000
     epsilon_steps: int = 25_000
@@ -92,6 +93,10 @@ def dqn_config(s: TrainSettings) -> Any:
     }
     if s.training_intensity is not None:
         training["training_intensity"] = s.training_intensity
+    elif s.updates_per_fragment != 1:  # replayed / sampled steps
+        training["training_intensity"] = (
+            s.updates_per_fragment * s.batch_size / s.rollout_fragment_length
+        )
     return (
         DQNConfig()
         .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
@@ -181,6 +186,40 @@ def _metric(result: dict[str, Any], *keys: str) -> float:
         return math.nan
 
 
+def _sync(runner: Any, learner: Any, steps: int) -> None:
+    """Copy the learner's weights to the env runner and tell it the global step
+    count, which drives its epsilon schedule (as RLlib's weight sync does)."""
+    from ray.rllib.core import COMPONENT_RL_MODULE
+    from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
+
+    state = learner.get_state(components=COMPONENT_RL_MODULE, inference_only=True)
+    state[NUM_ENV_STEPS_SAMPLED_LIFETIME] = steps
+    runner.set_state(state)
+
+
+def _update(learner: Any, buffer: Any, settings: TrainSettings, steps: int) -> float:
+    """One DQN update from a prioritized replay sample; returns the TD loss."""
+    import numpy as np
+    from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
+
+    batch = buffer.sample(
+        num_items=settings.batch_size,
+        n_step=settings.n_step,
+        gamma=settings.gamma,
+        beta=0.4,
+        sample_episodes=True,
+    )
+    res = learner.update(episodes=batch, timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: steps})
+    stats = res["default_policy"]
+    raw = stats.pop("td_error").peek()  # a list of per-batch tensors
+    parts = raw if isinstance(raw, list) else [raw]
+    td = np.concatenate(
+        [np.ravel(p.detach().cpu().numpy() if hasattr(p, "detach") else p) for p in parts]
+    )
+    buffer.update_priorities(td, "default_policy")
+    return float(stats["qf_loss"].peek())
+
+
 def _should_stop(settings: TrainSettings, episodes: int, start: float) -> bool:
     if settings.episodes is not None and episodes >= settings.episodes:
         return True
@@ -234,9 +273,7 @@ def train_local(
     from collections import deque
 
     import numpy as np
-    from ray.rllib.core import COMPONENT_RL_MODULE
     from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
-    from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
     from ray.rllib.utils.replay_buffers.prioritized_episode_buffer import (
         PrioritizedEpisodeReplayBuffer,
     )
@@ -246,7 +283,7 @@ def train_local(
     runner = SingleAgentEnvRunner(config=config)
     learner = config.build_learner(env=runner.env)
     learner.build()
-    runner.set_state(learner.get_state(components=COMPONENT_RL_MODULE, inference_only=True))
+    _sync(runner, learner, 0)
     buffer = PrioritizedEpisodeReplayBuffer(capacity=settings.replay_capacity, alpha=0.6)
     mlf = _Log(tracking_uri, experiment, settings)
     start = time.time()
@@ -267,32 +304,12 @@ def train_local(
                     if ep.is_done:
                         returns.append(partial.pop(ep.id_))
                         episodes += 1
-                if steps < settings.learning_starts:
-                    continue
-                batch = buffer.sample(
-                    num_items=settings.batch_size,
-                    n_step=settings.n_step,
-                    gamma=settings.gamma,
-                    beta=0.4,
-                    sample_episodes=True,
+                n_updates = (
+                    settings.updates_per_fragment if steps >= settings.learning_starts else 0
                 )
-                res = learner.update(
-                    episodes=batch, timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: steps}
-                )
-                stats = res["default_policy"]
-                raw = stats.pop("td_error").peek()  # a list of per-batch tensors
-                parts = raw if isinstance(raw, list) else [raw]
-                td = np.concatenate(
-                    [
-                        np.ravel(p.detach().cpu().numpy() if hasattr(p, "detach") else p)
-                        for p in parts
-                    ]
-                )
-                buffer.update_priorities(td, "default_policy")
-                losses.append(float(stats["qf_loss"].peek()))
-                runner.set_state(
-                    learner.get_state(components=COMPONENT_RL_MODULE, inference_only=True)
-                )
+                for _ in range(n_updates):
+                    losses.append(_update(learner, buffer, settings, steps))
+                _sync(runner, learner, steps)
             ret = float(np.mean(returns)) if returns else math.nan
             loss = float(np.mean(losses)) if losses else math.nan
             summary = {
