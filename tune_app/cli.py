@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 import yaml
 
 from tune_app.controller import cli as controller_cli
+from tune_app.errors import ConfigError
 
 EXIT_USAGE = 2
 
@@ -134,6 +135,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument("--seeds", type=int, default=1, help="number of seeds 0..N-1")
     _search_args(cmp)
+    _report_args(cmp)
+    cmp.add_argument("--report-dir", help="where to write the report (default: next to the runs)")
+    cmp.add_argument(
+        "--cv-top",
+        type=int,
+        default=0,
+        metavar="K",
+        help="cross-validate the K best configs of each strategy (default 0: off)",
+    )
+    cmp.add_argument("--folds", type=int, default=5, metavar="F", help="folds for --cv-top")
+    cmp.add_argument(
+        "--cv-epochs",
+        type=int,
+        metavar="E",
+        help="epochs per cross-validation / with-without training (default: max_epochs)",
+    )
+    cmp.add_argument(
+        "--with-without",
+        type=int,
+        default=0,
+        metavar="N",
+        help="train the best and the default config N times each and compare (default 0: off)",
+    )
+
+    rep = sub.add_parser("report", help="rebuild a comparison's report from MLflow alone")
+    rep.add_argument("ref", help="comparison run id, or an experiment name (its latest comparison)")
+    rep.add_argument("--tracking-uri", help="MLflow tracking URI (default: ./mlflow.db)")
+    rep.add_argument("--out", default="report", help="output directory (default: ./report)")
+    rep.add_argument("--log", action="store_true", help="also log the files to the run")
+    _report_args(rep)
 
     res = sub.add_parser("resume", help="continue a search whose driver died")
     res.add_argument("target", help="run directory, or the search's MLflow parent run id")
@@ -222,12 +253,71 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--baseline", default="random", help="strategy for paired stats (random)")
+    p.add_argument("--heatmap", metavar="X,Y", help="two parameters for the metric heatmap")
+    p.add_argument("--heatmap-epochs", metavar="E1,E2", help="epochs to show (default: 1,last)")
+    p.add_argument("--optimum", type=float, help="known optimum of the metric, for regret")
+
+
+def _report_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    heatmap = None
+    if args.heatmap:
+        parts = [s.strip() for s in args.heatmap.split(",") if s.strip()]
+        if len(parts) != 2:
+            raise ConfigError(f"--heatmap takes two parameter names X,Y, got {args.heatmap!r}")
+        heatmap = (parts[0], parts[1])
+    epochs = None
+    if args.heatmap_epochs:
+        try:
+            epochs = [int(e) for e in args.heatmap_epochs.split(",") if e.strip()]
+        except ValueError:
+            raise ConfigError(
+                f"--heatmap-epochs takes integers like 1,3, got {args.heatmap_epochs!r}"
+            ) from None
+        if not epochs or min(epochs) < 1:
+            raise ConfigError(f"--heatmap-epochs must be >= 1, got {args.heatmap_epochs!r}")
+    return {
+        "baseline": args.baseline,
+        "heatmap": heatmap,
+        "heatmap_epochs": epochs,
+        "optimum": args.optimum,
+    }
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from tune_app import report
+
+    kw = _report_kwargs(args)
+    study, run_id = report.from_mlflow(args.ref, args.tracking_uri, optimum=kw["optimum"])
+    out = Path(args.out)
+    path = report.write_report(study, out, kw["baseline"], kw["heatmap"], kw["heatmap_epochs"])
+    if args.log:
+        from mlflow.tracking import MlflowClient
+
+        from tune_app.tracking import resolve_tracking_uri
+
+        client = MlflowClient(resolve_tracking_uri(args.tracking_uri))
+        for f in sorted(out.iterdir()):
+            client.log_artifact(run_id, str(f), "report")
+    print(path.read_text())
+    print(f"\nreport of comparison run {run_id} written to {path}")
+    return 0
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from tune_app.comparison import compare
 
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
     if args.seeds < 1:
         return _fail(f"--seeds must be >= 1, got {args.seeds}")
+    for flag, value in (("--cv-top", args.cv_top), ("--with-without", args.with_without)):
+        if value < 0:
+            return _fail(f"{flag} must be >= 0, got {value}")
+    if args.folds < 2:
+        return _fail(f"--folds must be >= 2, got {args.folds}")
+    if args.cv_epochs is not None and args.cv_epochs < 1:
+        return _fail(f"--cv-epochs must be >= 1, got {args.cv_epochs}")
     comparison = compare(
         names,
         args.space,
@@ -235,6 +325,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         budget_epochs=args.budget_epochs,
         tracking_uri=args.tracking_uri,
         experiment=args.experiment,
+        report_dir=args.report_dir,
+        cv_top=args.cv_top,
+        folds=args.folds,
+        cv_epochs=args.cv_epochs,
+        with_without=args.with_without,
+        **_report_kwargs(args),
         **_search_kwargs(args),
     )
     print("\nHead-to-head (same task, space, seeds and epoch budget):")
@@ -277,7 +373,7 @@ def _cmd_strategies() -> int:
 def _cmd_spaces(args: argparse.Namespace) -> int:
     from tune_app import spaces
 
-    files = [Path(args.file)] if args.file else sorted(Path(args.dir).glob("*.yaml"))
+    files = [Path(args.file)] if args.file else sorted(Path(args.dir).rglob("*.yaml"))
     if not files:
         return _fail(f"no *.yaml search spaces in {args.dir}")
     for path in files:
@@ -300,6 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args)
         if args.command == "compare":
             return _cmd_compare(args)
+        if args.command == "report":
+            return _cmd_report(args)
         if args.command == "resume":
             return _cmd_resume(args)
         if args.command == "sync":
