@@ -18,26 +18,9 @@ import pandas as pd
 import torch
 
 from tune_app.benchmarks.tabular import FIXED, MAX_EPOCHS, TABLE, grid_space
+from tune_app.finalists import Collector
 from tune_app.tasks.digits_mlp import DigitsMLP
 from tune_app.tasks.loop import TrialSpec, train
-
-
-class _Collect:
-    """Reporter that keeps each epoch's metrics (no Tune, no checkpoints)."""
-
-    rank, world_size = 0, 1
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-
-    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        self.rows.append(metrics)
-
-    def checkpoint_dir(self) -> Any:
-        return None
-
-    def broadcast(self, value: Any) -> Any:
-        return value
 
 
 def main() -> None:
@@ -52,7 +35,7 @@ def main() -> None:
     start = time.perf_counter()
     for i, config in enumerate(configs, 1):
         t0 = time.perf_counter()
-        rec = _Collect()
+        rec = Collector()
         train(config, spec, f"grid{i}", rec)
         per_epoch = (time.perf_counter() - t0) / max(len(rec.rows), 1)
         for r in rec.rows:

@@ -62,16 +62,22 @@ class FoldTask(Task):
         self.base.validate_config(config)
 
 
-class _LastReport:
-    """Reporter keeping the last epoch's metrics (no Tune, no checkpoints)."""
+class Collector:
+    """A reporter for :func:`~tune_app.tasks.loop.train` outside Tune: keeps every
+    epoch's metrics, saves no checkpoints."""
 
     rank, world_size = 0, 1
 
     def __init__(self) -> None:
-        self.last: dict[str, Any] = {}
+        self.rows: list[dict[str, Any]] = []
+
+    @property
+    def last(self) -> dict[str, Any]:
+        """The last epoch's metrics (empty before the first report)."""
+        return self.rows[-1] if self.rows else {}
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        self.last = metrics
+        self.rows.append(metrics)
 
     def checkpoint_dir(self) -> Any:
         return None
@@ -84,7 +90,7 @@ def train_once(task: Task, config: Mapping[str, Any], seed: int, epochs: int) ->
     """Train ``config`` for ``epochs`` epochs in this process; the last epoch's metrics."""
     torch.set_num_threads(1)
     spec = TrialSpec(task=task, seed=seed, max_epochs=epochs, num_workers=0)
-    rec = _LastReport()
+    rec = Collector()
     train(dict(config), spec, f"final-{seed}", rec)
     return rec.last
 
