@@ -15,9 +15,33 @@ os.environ.setdefault("RAY_AUTH_MODE", "token")
 # Reports download many small artifacts; MLflow's per-file progress bars are noise.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-from tune_app.api import SearchResult, run_search
-from tune_app.comparison import Comparison, compare
+from typing import TYPE_CHECKING, Any
+
 from tune_app.errors import ConfigError, SpaceError, TaskError, TrackingError, TuneAppError
+
+if TYPE_CHECKING:
+    from tune_app.api import SearchResult, run_search
+    from tune_app.comparison import Comparison, compare
+
+# Imported on first use: Ray worker processes that only need a small module (the
+# epoch ledger actor) then start without importing torch, pandas and MLflow.
+_LAZY = {
+    "SearchResult": "tune_app.api",
+    "run_search": "tune_app.api",
+    "Comparison": "tune_app.comparison",
+    "compare": "tune_app.comparison",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tune_app' has no attribute {name!r}")
+
 
 __all__ = [
     "Comparison",

@@ -354,7 +354,9 @@ def run_search(
     ledger = start_ledger(budget_epochs, lockstep=sched is not None)
     recorded = {tid: rec.epochs for tid, rec in state.trials.items()}
     ended = [t for t, r in state.trials.items() if r.ended]
-    ray.get(ledger.seed.remote(recorded, ended, dict(state.aliases)))
+    # Not awaited: the actor starts while Tune sets up, and this driver's calls
+    # reach it in order (the seed lands before the searcher's first request).
+    ledger.seed.remote(recorded, ended, dict(state.aliases))
     # Tune knows a re-suggested trial by its new id; the budget callback does too.
     by_tune_id = {**recorded, **{new: recorded[old] for new, old in state.aliases.items()}}
     spec = TrialSpec(
