@@ -246,7 +246,10 @@ class DQNSearcher(Searcher):
         xs = list(range(1, len(done) + 1))
         values = [r.get("value") for _, r in done]
         ax = axes[0]
-        ax.plot(xs, [np.nan if v is None else v for v in values], "o", ms=3, color="grey")
+        ys = np.array([np.nan if v is None else v for v in values], dtype=float)
+        ax.plot(xs, ys, "o", ms=3, color="grey")
+        pick = np.fmax if self._mode == "max" else np.fmin
+        ax.plot(xs, pick.accumulate(ys), "-", color="black", lw=1, label="best so far")
         ax.set_ylabel(self._metric or "metric", fontsize=8)
         ax.set_title(f"dqn walk over {len(done)} trials (colour = walker)", fontsize=9)
         colours = plt.get_cmap("tab10")
