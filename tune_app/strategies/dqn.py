@@ -255,10 +255,10 @@ class DQNSearcher(Searcher):
         colours = plt.get_cmap("tab10")
         for k, p in enumerate(self.space.params):
             ax = axes[k + 1]
-            ys = [r["point"][k] for _, r in done]
+            boxes = [r["point"][k] for _, r in done]
             cs = [colours(r["walker"] % 10) for _, r in done]
-            ax.plot(xs, ys, "-", color="lightgrey", lw=0.8)
-            ax.scatter(xs, ys, c=cs, s=12)
+            ax.plot(xs, boxes, "-", color="lightgrey", lw=0.8)
+            ax.scatter(xs, boxes, c=cs, s=12)
             ax.set_yticks(range(len(p.boxes)))
             ax.set_yticklabels(
                 [f"{b:g}" if isinstance(b, float) else str(b) for b in p.boxes], fontsize=6
