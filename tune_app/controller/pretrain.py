@@ -162,7 +162,7 @@ def export(
         "hidden": list(settings.hidden),
         "activation": "relu",
         "dueling": True,
-        "command": " ".join(shlex.quote(a) for a in sys.argv),
+        "command": "python -m tune_app " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "settings": {k: v for k, v in asdict(settings).items() if k != "extra"},
         "task_distribution": TASK_DISTRIBUTION,
         "rllib": "ray.rllib.algorithms.dqn (new API stack), double DQN, dueling, "
