@@ -21,6 +21,7 @@ def add_parser(sub: Any) -> None:
     train.add_argument("--num-env-runners", type=int, default=0, help="RLlib env runners")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--max-minutes", type=float, default=None, help="wall-time limit")
+    train.add_argument("--init-from", default=None, help="continue from this checkpoint dir")
     train.add_argument("--gamma", type=float, default=0.95, help="discount")
     train.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate")
     train.add_argument(
@@ -59,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         gamma=args.gamma,
         lr=args.lr,
         updates_per_fragment=args.updates_per_fragment,
+        init_from=args.init_from,
     )
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
     address = args.address or os.environ.get("RAY_ADDRESS")

@@ -62,6 +62,7 @@ class TrainSettings:
     learning_starts: int = 1000
     training_intensity: float | None = None
     max_minutes: float | None = None  # stop after this much wall time
+    init_from: str | None = None  # continue from an exported checkpoint (epsilon at its end)
     budget_min: int = 10
     budget_max: int = 60
     extra: dict[str, Any] = field(default_factory=dict)
@@ -186,6 +187,18 @@ def _metric(result: dict[str, Any], *keys: str) -> float:
         return math.nan
 
 
+def _load_into(learner: Any, folder: Path) -> None:
+    """Load an exported ``q_network.pt`` into the learner's online and target nets."""
+    tensors = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    module = learner.module["default_policy"]
+    missing = set(tensors) - set(module.state_dict())
+    if missing:
+        raise ValueError(f"{folder}: tensors {sorted(missing)[:3]} do not fit this network")
+    module.load_state_dict(tensors, strict=False)
+    for online, target in module.get_target_network_pairs():
+        target.load_state_dict(online.state_dict())
+
+
 def _sync(runner: Any, learner: Any, steps: int) -> None:
     """Copy the learner's weights to the env runner and tell it the global step
     count, which drives its epsilon schedule (as RLlib's weight sync does)."""
@@ -283,7 +296,11 @@ def train_local(
     runner = SingleAgentEnvRunner(config=config)
     learner = config.build_learner(env=runner.env)
     learner.build()
-    _sync(runner, learner, 0)
+    offset = 0
+    if settings.init_from is not None:
+        _load_into(learner, Path(settings.init_from))
+        offset = settings.epsilon_steps  # already trained: explore at the final epsilon
+    _sync(runner, learner, offset)
     buffer = PrioritizedEpisodeReplayBuffer(capacity=settings.replay_capacity, alpha=0.6)
     mlf = _Log(tracking_uri, experiment, settings)
     start = time.time()
@@ -308,8 +325,8 @@ def train_local(
                     settings.updates_per_fragment if steps >= settings.learning_starts else 0
                 )
                 for _ in range(n_updates):
-                    losses.append(_update(learner, buffer, settings, steps))
-                _sync(runner, learner, steps)
+                    losses.append(_update(learner, buffer, settings, steps + offset))
+                _sync(runner, learner, steps + offset)
             ret = float(np.mean(returns)) if returns else math.nan
             loss = float(np.mean(losses)) if losses else math.nan
             summary = {
