@@ -103,7 +103,7 @@ def full(trials: int, epochs: int, per_epoch: float, cpus: int, root: Path) -> f
     from mlflow.tracking import MlflowClient
 
     MlflowClient(uri).search_experiments()
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     result = run_search(
         "random",
         space,
@@ -122,7 +122,16 @@ def full(trials: int, epochs: int, per_epoch: float, cpus: int, root: Path) -> f
         result.epochs_spent,
         result.trials[["trial_id", "status", "epochs"]].to_string(),
     )
+    # Where the wall time went, from the run's journal (driver-side timestamps).
+    journal = (Path(result.storage_path) / "journal.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in journal]
+    first = min(e["t"] for e in events if e["k"] == "trial")
+    last = max(e["t"] for e in events if e["k"] == "end")
+    PHASES.append((first - started_at, last - first, started_at + wall - last))
     return wall
+
+
+PHASES: list[tuple[float, float, float]] = []
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -163,6 +172,12 @@ def main(argv: list[str] | None = None) -> None:
     for mode, values in walls.items():
         wall = sum(values) / len(values)
         print(f"{labels[mode]:<32} {wall:8.1f} {wall / ideal:15.3f}")
+    n = len(PHASES)
+    up, body, down = (sum(p[i] for p in PHASES) / n for i in range(3))
+    print(
+        f"tune_app phases: start-up to the first trial {up:.1f} s, first trial start to "
+        f"last trial end {body:.1f} s ({body / ideal:.3f} x N*t/C), wrap-up {down:.1f} s"
+    )
 
 
 if __name__ == "__main__":
