@@ -93,8 +93,10 @@ def part1(names: list[str], seeds: int, budgets: list[int], out: Path) -> pd.Dat
             for strategy in names:
                 if strategy == "grid" and bench.space.grid_size > budget:
                     continue  # the grid would be cut short: not a grid search
+                # dqn's state includes the budget fraction used: tell it the budget
+                opts = {"horizon": budget} if strategy == "dqn" else None
                 for seed in range(seeds):
-                    traces.append(drive(strategy, bench, budget, seed))
+                    traces.append(drive(strategy, bench, budget, seed, opts))
             study = study_from_traces(bench_name, budget, traces)
             table = report.final_table(study, "random")
             # spread of the normalised regret over seeds
@@ -131,13 +133,15 @@ def part1(names: list[str], seeds: int, budgets: list[int], out: Path) -> pd.Dat
     return frame
 
 
-def part2(seeds: int, budget_trials: int, out: Path) -> None:
+def part2(seeds: int, budget_trials: int, out: Path, benchmarks: list[str]) -> None:
     from tune_app import compare
 
-    for bench_name in ("branin_mf", "digits_tabular"):
+    for bench_name in benchmarks:
         bench = get(bench_name)
+        fits = bench.space.grid_size <= budget_trials
+        names = [n for n in registry.names() if n != "grid" or fits]
         comparison = compare(
-            registry.names(),
+            names,
             bench.space,
             task=bench,
             seeds=range(seeds),
@@ -169,6 +173,9 @@ def main() -> int:
     parser.add_argument("--strategies", help="searchers for part 1 (default: all registered)")
     parser.add_argument("--tune", action="store_true", help="also run part 2 through Ray Tune")
     parser.add_argument("--tune-budget", type=int, default=10, help="part 2 budget (full trials)")
+    parser.add_argument(
+        "--tune-benchmarks", default="branin_mf,digits_tabular", help="part 2 benchmarks"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmark_results"))
     args = parser.parse_args()
     if args.seeds < 2:
@@ -185,7 +192,7 @@ def main() -> int:
     )
     print(report.markdown_table(frame))
     if args.tune:
-        part2(args.seeds, args.tune_budget, args.out)
+        part2(args.seeds, args.tune_budget, args.out, args.tune_benchmarks.split(","))
     return 0
 
 
