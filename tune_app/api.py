@@ -229,6 +229,7 @@ def run_search(
         )
     strat = registry.resolve(strategy, scheduler)
     s_opts, k_opts = dict(strategy_options or {}), dict(scheduler_options or {})
+    s_opts = {**registry.budget_defaults(strat.searcher, sp, budget_epochs), **s_opts}
     if strat.scheduler is None and k_opts:
         raise ConfigError("scheduler options given but no scheduler; pass --scheduler too")
     _check_budget(strat, sp, budget_epochs, max_trials, time_budget_s, k_opts)

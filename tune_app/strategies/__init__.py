@@ -175,6 +175,12 @@ def build_scheduler(
     return scheduler
 
 
+def budget_defaults(name: str, space: SearchSpace, budget_epochs: int) -> dict[str, Any]:
+    """Options a searcher derives from the budget (e.g. dqn's ``horizon``); user options win."""
+    hook = getattr(_module(name), "budget_defaults", None) if name in REGISTRY else None
+    return dict(hook(space, budget_epochs)) if hook else {}
+
+
 def min_trial_epochs(
     strategy: Strategy, space: SearchSpace, scheduler_options: dict[str, Any] | None = None
 ) -> int:

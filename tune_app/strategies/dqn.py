@@ -301,6 +301,11 @@ class DQNSearcher(Searcher):
         self._metric, self._mode = state["metric"], state["mode"]
 
 
+def budget_defaults(space: SearchSpace, budget_epochs: int) -> dict[str, Any]:
+    """The horizon (trials the budget allows at full length) when the user sets none."""
+    return {"horizon": max(1, budget_epochs // max(space.max_epochs, 1))}
+
+
 def build(
     space: SearchSpace, metric: str, mode: str, seed: int, options: dict[str, Any] | None
 ) -> Searcher:
