@@ -8,7 +8,7 @@ report can be rebuilt for runs made on a cluster. :func:`write_report` turns a
 study into ``report.md`` plus PNG plots and CSV tables:
 
 - anytime curves: best-so-far metric against epochs spent and against wall
-  time, mean over seeds with a +-1 standard-deviation band, one line per strategy;
+  time, mean over seeds with a +-1 standard-error band, one line per strategy;
 - the final table: mean and spread of the best metric, normalised regret when
   the optimum is known, mean rank, trials, epochs spent, wall time;
 - paired statistics against a baseline strategy across seeds: wins/ties/losses,
@@ -336,7 +336,7 @@ def anytime(study: Study, x: str = "epochs_spent", points: int = 100) -> pd.Data
     """
     hist = study.history
     if hist.empty:
-        return pd.DataFrame(columns=["strategy", x, "mean", "std", "n"])
+        return pd.DataFrame(columns=["strategy", x, "mean", "std", "se", "n"])
     top = float(hist[x].max())
     grid = (
         np.arange(1, int(top) + 1, dtype=float)
@@ -358,7 +358,8 @@ def anytime(study: Study, x: str = "epochs_spent", points: int = 100) -> pd.Data
             std = np.nanstd(np.where(n > 0, mat, 0.0), axis=0)
         for g, m, s, k in zip(grid, mean, std, n, strict=True):
             if k:
-                rows.append({"strategy": name, x: g, "mean": m, "std": s, "n": int(k)})
+                se = s / math.sqrt(k) if k > 1 else 0.0
+                rows.append({"strategy": name, x: g, "mean": m, "std": s, "se": se, "n": int(k)})
     return pd.DataFrame(rows)
 
 
@@ -375,7 +376,7 @@ def _plt() -> Any:
 
 
 def plot_anytime(study: Study, path: Path, x: str = "epochs_spent") -> Path:
-    """Best-so-far vs budget (or wall time), mean +- std over seeds per strategy."""
+    """Best-so-far vs budget (or wall time): mean over seeds +- one standard error."""
     plt = _plt()
     curves = anytime(study, x)
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -390,7 +391,9 @@ def plot_anytime(study: Study, path: Path, x: str = "epochs_spent") -> Path:
     seeds = study.runs["seed"].nunique()
     ax.set_xlabel("epochs spent (budget)" if x == "epochs_spent" else "wall time (s)")
     ax.set_ylabel(f"best {study.metric} so far")
-    ax.set_title(f"{study.title}: mean over {seeds} seed(s), band = +-1 std")
+    ax.set_title(
+        f"{study.title}\nmean over {seeds} seed(s), band = +-1 standard error", fontsize=10
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
