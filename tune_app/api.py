@@ -214,7 +214,12 @@ def run_search(
     from ray import tune
 
     from tune_app.budget import BudgetCallback, DecisionTap, start_ledger
-    from tune_app.placement import ensure_ray, plan
+    from tune_app.placement import (
+        ensure_ray,
+        live_placement_groups,
+        plan,
+        release_leaked_groups,
+    )
     from tune_app.tasks.loop import TrialSpec, run_trial
 
     started = time.time()
@@ -418,10 +423,14 @@ def run_search(
             ),
         )
     status = "FAILED"
+    groups_before = live_placement_groups()
     try:
         tuner.fit()
         status = "FINISHED"
     finally:
+        leaked = release_leaked_groups(groups_before)
+        if leaked:
+            print(f"tune_app: released {leaked} placement group(s) left by ended trials")
         drop_orphans(recorder, ledger)
         result = _finish(recorder, manifest, strat.label, metric, started, run_dir, status)
         ledger.kill()

@@ -125,3 +125,40 @@ def plan(
     else:
         trial = dict(SUPERVISOR_RESOURCES)
     return Placement(num_workers, cpus_per_worker, gpus_per_worker, max(fits, 1), trial)
+
+
+_LIVE_PG_STATES = ("PENDING", "CREATED", "RESCHEDULING")
+
+
+def live_placement_groups() -> set[str]:
+    """Ids of this driver's job's placement groups that still hold or wait for resources."""
+    import ray
+    from ray.util.placement_group import placement_group_table
+
+    job = ray.get_runtime_context().get_job_id()
+    return {
+        pg_id
+        for pg_id, info in placement_group_table().items()
+        if info.get("state") in _LIVE_PG_STATES and pg_id.endswith(job)
+    }
+
+
+def release_leaked_groups(before: set[str]) -> int:
+    """Remove this job's placement groups created since ``before`` that outlived their trials.
+
+    Called when a search has ended, so no trial of it needs resources any more. Ray
+    Train's own cleaner removes a worker group's placement group when its
+    controller dies, but after injected faults (killed workers, failing trials) we
+    saw reservations survive and starve every later trial on the cluster; a
+    placement group id ends with its job id, so only this driver's are touched.
+    """
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    leaked = live_placement_groups() - before
+    for pg_id in leaked:
+        try:
+            remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(pg_id))))
+        except Exception:
+            continue
+    return len(leaked)
