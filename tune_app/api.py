@@ -246,12 +246,9 @@ def run_search(
         else None
     )
 
-    fixed = dict(sp.fixed)
-    if data_dir is not None or "data_dir" in fixed or the_task.uses_data_dir:
-        # Resolved here: workers on other nodes do not share the driver's env or cwd.
-        fixed["data_dir"] = tasks.resolve_data_dir(data_dir, fixed)
-        if not (address or os.environ.get("RAY_ADDRESS")):
-            the_task.check_data(fixed)  # local run: the driver sees the workers' files
+    fixed = tasks.with_data_dir(sp.fixed, data_dir, the_task.uses_data_dir)
+    if "data_dir" in fixed and not (address or os.environ.get("RAY_ADDRESS")):
+        the_task.check_data(fixed)  # local run: the driver sees the workers' files
 
     uri = resolve_tracking_uri(tracking_uri)
     exp_name = validate_experiment_name(experiment or f"{the_task.name}-{sp.name}")

@@ -241,9 +241,7 @@ def _second_opinions(
     if not (cv_top or with_without):
         return extra
     first = comparison.results[0]
-    fixed = dict(sp.fixed)
-    if search_kwargs.get("data_dir") is not None or getattr(the_task, "uses_data_dir", False):
-        fixed["data_dir"] = tasks.resolve_data_dir(search_kwargs.get("data_dir"), fixed)
+    fixed = tasks.with_data_dir(sp.fixed, search_kwargs.get("data_dir"), the_task.uses_data_dir)
     epochs = cv_epochs or sp.max_epochs
     if cv_top:
         print(

@@ -11,9 +11,9 @@ from typing import Any
 
 from tune_app.errors import TaskError
 from tune_app.tasks.base import ClassificationTask, Task
-from tune_app.tasks.data import resolve_data_dir
+from tune_app.tasks.data import resolve_data_dir, with_data_dir
 
-__all__ = ["TASKS", "ClassificationTask", "Task", "resolve", "resolve_data_dir"]
+__all__ = ["TASKS", "ClassificationTask", "Task", "resolve", "resolve_data_dir", "with_data_dir"]
 
 # name -> "module:attr" (imported lazily so listing tasks imports nothing heavy)
 TASKS: dict[str, str] = {

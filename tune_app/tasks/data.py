@@ -60,6 +60,19 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None, fixed: Mapping[str
     return str(Path(str(raw)).expanduser().resolve())
 
 
+def with_data_dir(
+    fixed: Mapping[str, Any], data_dir: str | os.PathLike[str] | None, uses_data_dir: bool
+) -> dict[str, Any]:
+    """``fixed`` plus the resolved ``data_dir`` when the task or the user names one.
+
+    Resolved on the driver: workers on other nodes do not share its env or cwd.
+    """
+    out = dict(fixed)
+    if data_dir is not None or "data_dir" in out or uses_data_dir:
+        out["data_dir"] = resolve_data_dir(data_dir, out)
+    return out
+
+
 def fetch_hint(dataset: str, root: Path) -> str:
     """The command that fetches ``dataset`` into ``root``."""
     return f"python -m tune_app.tasks.data fetch {dataset} --data-dir {root}"
