@@ -121,6 +121,11 @@ def ray_cluster() -> Iterator[LocalCluster]:
 
     import ray
 
+    # `ray start` with token auth needs ~/.ray/auth_token and does not create it (a
+    # fresh machine, like CI's, has none); this writes it once, as cluster/local.sh does.
+    subprocess.run(
+        [RAY, "get-auth-token", "--generate"], env=ray_env(), capture_output=True, check=True
+    )
     gcs_port, dash_port = free_port(), free_port()
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Unix socket paths
     cmd = [
