@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import DIGITS, children
 from tune_app import run_search
+from tune_app.controller import mdp
 
 pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.slow]
 
@@ -41,6 +42,6 @@ def test_dqn_search_records_actions_and_walk(
     for kid in stepped:
         q = json.loads(kid.data.tags["dqn.q_values"])
         assert kid.data.tags["dqn.action"] in q
-        assert len(json.loads(kid.data.tags["dqn.state"])) == 75
+        assert len(json.loads(kid.data.tags["dqn.state"])) == mdp.OBS_DIM
     client = MlflowClient(tracking_uri)
     assert "walk.png" in {a.path for a in client.list_artifacts(result.mlflow_run_id)}

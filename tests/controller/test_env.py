@@ -42,6 +42,9 @@ def test_observations_have_fixed_shape_and_stay_in_bounds() -> None:
         while not done:
             assert obs.shape == (mdp.OBS_DIM,) and obs.dtype == np.float32
             assert env.observation_space.contains(obs)
+            # The tail is the valid-action mask, the one the searcher applies.
+            mask = mdp.valid_actions(env.walker, env.hist)
+            assert (mdp.valid_in(obs) == mask).all() and mask.any()
             obs, reward, term, trunc, _ = env.step(int(rng.integers(mdp.N_ACTIONS)))
             assert math.isfinite(reward)
             done = term or trunc

@@ -34,24 +34,44 @@ def test_exported_checkpoint_reproduces_the_rllib_q_values(tmp_path: Path) -> No
     with torch.no_grad():
         expected = module.compute_q_values({"obs": torch.as_tensor(obs)})["qf_preds"].numpy()
     loaded = policy.QPolicy.load(tmp_path)
-    np.testing.assert_allclose(loaded.q_values(obs), expected, rtol=1e-5, atol=1e-6)
+    valid = mdp.valid_in(obs)
+    assert not valid.all() and np.isneginf(expected[~valid]).all()  # RLlib masks them
+    np.testing.assert_allclose(loaded.q_values(obs)[valid], expected[valid], rtol=1e-5, atol=1e-6)
     policy._load_cached.cache_clear()
     again = policy.QPolicy.load(tmp_path)  # a fresh load from disk: identical values
     np.testing.assert_array_equal(again.q_values(obs), loaded.q_values(obs))
     assert again.q_values(obs[0]).shape == (mdp.N_ACTIONS,)
 
 
+def test_rllib_exploration_takes_only_valid_actions() -> None:
+    """The masked module's epsilon-greedy (epsilon 1.0 at the start) draws random
+    actions among the valid ones only: the mask is the observation's tail."""
+    from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+
+    runner = SingleAgentEnvRunner(config=dqn_config(TrainSettings(**TINY)))
+    episodes = runner.sample(num_timesteps=300, random_actions=False)
+    taken = 0
+    for ep in episodes:
+        obs, actions = ep.get_observations()[:-1], ep.get_actions()
+        for o, a in zip(obs, actions, strict=False):
+            assert mdp.valid_in(o)[a], mdp.action_name(int(a))
+            taken += 1
+    assert taken >= 250
+
+
 @pytest.mark.slow
 def test_in_process_training_runs_and_logs_to_mlflow(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "ckpt"
-    summary = train_local(
-        TrainSettings(iterations=2, **TINY), out=out, tracking_uri=uri, log=lambda _: None
-    )
+    settings = TrainSettings(iterations=2, select_every=1, select_episodes=5, **TINY)
+    summary = train_local(settings, out=out, tracking_uri=uri, log=lambda _: None)
     assert summary["iterations"] == 2 and summary["env_steps"] >= 400
     assert math.isfinite(summary["td_loss"]) and summary["td_loss"] >= 0
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["obs_dim"] == mdp.OBS_DIM and manifest["training"]["iterations"] == 2
+    latest = json.loads((out / "latest" / "manifest.json").read_text())
+    assert latest["obs_dim"] == mdp.OBS_DIM and latest["training"]["iterations"] == 2
+    manifest = json.loads((out / "manifest.json").read_text())  # the best-scoring one
+    selected = manifest["training"]["selected"]
+    assert selected["iteration"] in (1, 2) and selected["selection_log_regret"] < 1
     client = MlflowClient(uri)
     [run] = client.search_runs(
         [client.get_experiment_by_name("controller-pretraining").experiment_id]

@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import DIGITS
 from tune_app import spaces, strategies
+from tune_app.controller import mdp
 from tune_app.errors import ConfigError
 from tune_app.spaces import SearchSpace
 from tune_app.strategies.dqn import DQNSearcher
@@ -112,7 +113,7 @@ def test_tags_show_action_q_values_and_state_and_walk_plot_is_written(
 
         q = json.loads(tags["dqn.q_values"])
         assert "dropout+1" in q and "p5+1" not in q  # only this space's parameters
-        assert len(json.loads(tags["dqn.state"])) == 75
+        assert len(json.loads(tags["dqn.state"])) == mdp.OBS_DIM
     out = s.plot_walk(str(tmp_path / "walk.png"))
     assert out is not None and Path(out).read_bytes()[:4] == b"\x89PNG"
 

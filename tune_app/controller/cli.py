@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,29 @@ def add_parser(sub: Any) -> None:
     train.add_argument(
         "--updates-per-fragment", type=int, default=1, help="updates per 32 sampled steps"
     )
+    train.add_argument(
+        "--demo-episodes",
+        type=int,
+        default=0,
+        help="DQfD: first fit the network to this many scripted-expert episodes",
+    )
+    train.add_argument("--demo-updates", type=int, default=20_000, help="DQfD warm-start updates")
+    train.add_argument(
+        "--demo-margin", type=float, default=0.8, help="DQfD large margin (expert action first)"
+    )
+    train.add_argument(
+        "--eval-episodes",
+        type=int,
+        default=300,
+        help="held-out generated tasks scored at the end (0: skip)",
+    )
+    train.add_argument(
+        "--select-every",
+        type=int,
+        default=0,
+        help="in-process only: score the greedy policy on generated tasks every N "
+        "iterations and export the best (OUT/latest holds the last)",
+    )
     train.add_argument("--out", default="controller_weights", help="output directory")
     train.add_argument("--address", default=None, help="Ray address (default: local Ray)")
     train.add_argument("--tracking-uri", default=None, help="MLflow URI (default sqlite)")
@@ -38,12 +62,21 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``controller train``."""
-    from tune_app.controller.pretrain import TrainSettings, train, train_local
+    from tune_app.controller.pretrain import (
+        TrainSettings,
+        prepare_warm_start,
+        train,
+        train_local,
+    )
 
     for flag, value, low in (
         ("--iterations", args.iterations, 1),
         ("--num-env-runners", args.num_env_runners, 0),
         ("--steps-per-iteration", args.steps_per_iteration, 1),
+        ("--demo-episodes", args.demo_episodes, 0),
+        ("--demo-updates", args.demo_updates, 1),
+        ("--eval-episodes", args.eval_episodes, 0),
+        ("--select-every", args.select_every, 0),
     ):
         if value < low:
             raise ConfigError(f"{flag} must be >= {low}, got {value}")
@@ -61,13 +94,22 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         updates_per_fragment=args.updates_per_fragment,
         init_from=args.init_from,
+        demo_episodes=args.demo_episodes,
+        demo_updates=args.demo_updates,
+        demo_margin=args.demo_margin,
+        select_every=args.select_every,
     )
+    if settings.select_every and (args.num_env_runners or args.address):
+        raise ConfigError("--select-every works in-process only: drop --num-env-runners/--address")
+    if settings.demo_episodes and settings.init_from:
+        raise ConfigError("--demo-episodes starts a new network; drop --init-from (or it)")
+    settings = prepare_warm_start(settings, out)
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
     address = args.address or os.environ.get("RAY_ADDRESS")
     if args.num_env_runners == 0 and not address:
         # RLlib's DQN pieces in this process: no Ray daemons to start (or lose).
         summary = train_local(settings, out=out, tracking_uri=uri, experiment=args.experiment)
-        return _done(summary, out)
+        return _done(summary, out, args.eval_episodes)
     import ray
 
     if not ray.is_initialized():
@@ -87,13 +129,39 @@ def run(args: argparse.Namespace) -> int:
         experiment=args.experiment,
         state_dir=out / "state" if args.resume else None,
     )
-    return _done(summary, out)
+    return _done(summary, out, args.eval_episodes)
 
 
-def _done(summary: dict[str, Any], out: Path) -> int:
+def _done(summary: dict[str, Any], out: Path, eval_episodes: int) -> int:
+    if eval_episodes > 0:
+        held_out(out, eval_episodes)
     print(
         f"trained {summary['iterations']} iterations, {summary['episodes']} episodes, "
         f"{summary['env_steps']} env steps in {summary['wall_time_s']} s; "
         f"weights and manifest in {out}/ (use --opt checkpoint={out})"
     )
     return 0
+
+
+def held_out(out: Path, episodes: int) -> dict[str, float]:
+    """Score the exported policy on held-out generated tasks; record it in the manifest."""
+    from tune_app.controller import evaluate
+    from tune_app.controller.policy import MANIFEST_FILE, QPolicy
+
+    scores = evaluate.compare(QPolicy.load(out), episodes)
+    warm = out / "warm_start"
+    if (warm / MANIFEST_FILE).is_file():
+        scores["warm_start"] = evaluate.mean_log_regret(
+            evaluate.greedy(QPolicy.load(warm)), episodes
+        )
+    print(
+        f"held-out generated tasks ({episodes}), mean final log10 normalised regret "
+        f"(lower is better): policy {scores['policy']:.3f}, scripted expert "
+        f"{scores['expert']:.3f}, random search {scores['random']:.3f}"
+        + (f", DQfD warm start {scores['warm_start']:.3f}" if "warm_start" in scores else "")
+    )
+    path = out / MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    manifest["held_out"] = scores
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return scores

@@ -11,7 +11,11 @@ configuration already evaluated (or being evaluated) and moves off the grid are
 no-op, so both see the same dynamics.
 
 The state is a fixed-size vector in [-1, 1], padded to :data:`MAX_PARAMS`
-parameters so one policy serves every space up to that size. Objective values
+parameters so one policy serves every space up to that size. Its last
+:data:`N_ACTIONS` entries are the valid-action mask (1 valid, -1 invalid): the
+network sees it, and the RLlib module (:mod:`tune_app.controller.module`) sets
+the Q-values of invalid actions to -inf, so training explores, acts and
+bootstraps over valid actions only, exactly as the searcher acts. Objective values
 enter the state only as **ranks** among the values observed so far, which makes
 it invariant to the objective's scale and to any monotone transform (accuracy,
 loss, log loss all give the same state), the way the seed's "compared with the
@@ -33,12 +37,13 @@ MAX_PARAMS = 8
 M_BEST = 3
 PER_PARAM = 8
 N_GLOBAL = 11
-OBS_DIM = MAX_PARAMS * PER_PARAM + N_GLOBAL
+FEATURE_DIM = MAX_PARAMS * PER_PARAM + N_GLOBAL
 N_MOVES = 4 * MAX_PARAMS  # per parameter: one box down/up, a coarse step down/up
 RETURN_TO_BEST = N_MOVES
 JUMP = N_MOVES + 1
 LOCAL_JUMP = N_MOVES + 2
 N_ACTIONS = N_MOVES + 3
+OBS_DIM = FEATURE_DIM + N_ACTIONS  # features, then the valid-action mask
 LOCAL_TRIES = 64
 STALL_SCALE = 10.0  # evaluations without improvement that saturate the feature
 
@@ -306,5 +311,11 @@ def features(walker: Walker, hist: History, horizon: int) -> np.ndarray:
     obs[g + 8] = _scaled(cur_rank)
     obs[g + 9] = _scaled(len(nb) / MAX_PARAMS)
     obs[g + 10] = _scaled((len(hist.values) + len(hist.pending)) / hist.grid_size)
+    obs[FEATURE_DIM:] = np.where(valid_actions(walker, hist), 1.0, -1.0)
     np.clip(obs, -1.0, 1.0, out=obs)
     return obs
+
+
+def valid_in(obs: np.ndarray) -> np.ndarray:
+    """The valid-action mask carried by observation(s) ``obs``."""
+    return np.asarray(obs)[..., FEATURE_DIM:] > 0

@@ -104,10 +104,17 @@ def _load_cached(path: str) -> QPolicy:
             f"n_actions={manifest.get('n_actions')}; this version needs {mdp.OBS_DIM} and "
             f"{mdp.N_ACTIONS}: retrain with `tune-app controller train`"
         )
-    tensors = {k: v.float() for k, v in tensors.items()}
+    return from_tensors(tensors, manifest, str(folder))
+
+
+def from_tensors(
+    tensors: dict[str, torch.Tensor], manifest: dict[str, Any], source: str
+) -> QPolicy:
+    """A :class:`QPolicy` from a ``name -> tensor`` dict (RLlib's DQN module names)."""
+    tensors = {k: v.detach().float() for k, v in tensors.items()}
     encoder = _linear_stack(tensors, "encoder.net.mlp.")
     af = _linear_stack(tensors, "af.net.mlp.")
     vf = _linear_stack(tensors, "vf.net.mlp.")
     if not encoder or not af:
-        raise ConfigError(f"controller checkpoint {weights}: no encoder/advantage tensors found")
-    return QPolicy(encoder, af, vf, manifest, str(folder))
+        raise ConfigError(f"controller checkpoint {source}: no encoder/advantage tensors found")
+    return QPolicy(encoder, af, vf, manifest, source)

@@ -18,7 +18,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,15 +65,23 @@ class TrainSettings:
     init_from: str | None = None  # continue from an exported checkpoint (epsilon at its end)
     budget_min: int = 10
     budget_max: int = 60
-    extra: dict[str, Any] = field(default_factory=dict)
+    demo_episodes: int = 0  # DQfD warm start from this many expert episodes first
+    demo_updates: int = 20_000
+    demo_noise: float = 0.1  # fraction of demonstration steps with a random valid action
+    demo_margin: float = 0.8  # DQfD large-margin loss: expert action ahead by this much
+    select_every: int = 0  # keep the best of the checkpoints scored every N iterations
+    select_episodes: int = 100  # generated tasks per score (a set apart from the report's)
+    extra: dict[str, Any] = field(default_factory=dict)  # more manifest entries
 
 
 def dqn_config(s: TrainSettings) -> Any:
     """The RLlib ``DQNConfig`` for ``s`` (new API stack)."""
     from ray.rllib.algorithms.dqn import DQNConfig
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
     from tune_app.controller.env import TuningEnv
+    from tune_app.controller.module import MaskedDQNModule
 
     training: dict[str, Any] = {
         "double_q": True,
@@ -83,7 +91,12 @@ def dqn_config(s: TrainSettings) -> Any:
         "train_batch_size_per_learner": s.batch_size,
         "n_step": s.n_step,
         "target_network_update_freq": s.target_update,
-        "epsilon": [(0, 1.0), (s.epsilon_steps, s.final_epsilon)],
+        # Continuing from a trained network: explore at the final epsilon only.
+        "epsilon": (
+            [(0, 1.0), (s.epsilon_steps, s.final_epsilon)]
+            if s.init_from is None
+            else [(0, s.final_epsilon), (1, s.final_epsilon)]
+        ),
         "num_steps_sampled_before_learning_starts": s.learning_starts,
         "replay_buffer_config": {
             "type": "PrioritizedEpisodeReplayBuffer",
@@ -113,10 +126,13 @@ def dqn_config(s: TrainSettings) -> Any:
         .learners(num_learners=0)
         .training(**training)
         .rl_module(
-            model_config=DefaultModelConfig(
-                fcnet_hiddens=list(s.hidden),
-                fcnet_activation="relu",
-                head_fcnet_hiddens=[],
+            rl_module_spec=RLModuleSpec(
+                module_class=MaskedDQNModule,
+                model_config=DefaultModelConfig(
+                    fcnet_hiddens=list(s.hidden),
+                    fcnet_activation="relu",
+                    head_fcnet_hiddens=[],
+                ),
             )
         )
         .reporting(
@@ -167,12 +183,70 @@ def export(
         "settings": {k: v for k, v in asdict(settings).items() if k != "extra"},
         "task_distribution": TASK_DISTRIBUTION,
         "rllib": "ray.rllib.algorithms.dqn (new API stack), double DQN, dueling, "
-        "prioritized episode replay, target network, linear epsilon schedule",
+        "prioritized episode replay, target network, linear epsilon schedule, "
+        "invalid actions masked (tune_app.controller.module.MaskedDQNModule)",
+        **settings.extra,
         **stats,
     }
     path = out / MANIFEST_FILE
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return weights, path
+
+
+def prepare_warm_start(
+    settings: TrainSettings, out: Path, log: Callable[[str], None] = print
+) -> TrainSettings:
+    """DQfD warm start (:mod:`tune_app.controller.demos`) when ``demo_episodes`` > 0.
+
+    Writes the warm-start network to ``out/warm_start`` and returns settings that
+    continue RLlib DQN from it, with the demonstration statistics for the manifest.
+    """
+    if settings.demo_episodes <= 0:
+        return settings
+    from tune_app.controller.demos import demonstrations, warm_start
+
+    start = time.time()
+    log(f"playing {settings.demo_episodes} expert demonstration episodes")
+    demos = demonstrations(
+        settings.demo_episodes,
+        seed=settings.seed,
+        noise=settings.demo_noise,
+        n_step=settings.n_step,
+        gamma=settings.gamma,
+        budget_min=settings.budget_min,
+        budget_max=settings.budget_max,
+    )
+    folder = out / "warm_start"
+    fit = warm_start(
+        demos,
+        folder,
+        hidden=settings.hidden,
+        updates=settings.demo_updates,
+        margin=settings.demo_margin,
+        seed=settings.seed,
+        log=log,
+    )
+    info = {
+        "episodes": settings.demo_episodes,
+        "transitions": len(demos),
+        "expert_final_log_regret": float(demos.episode_regret.mean()),
+        "noise": settings.demo_noise,
+        **fit,
+        "wall_time_s": round(time.time() - start, 1),
+    }
+    log(f"warm start done: {info}")
+    manifest = {
+        "format": "tune_app.controller/1",
+        "stage": "DQfD warm start (before RLlib DQN)",
+        "obs_dim": mdp.OBS_DIM,
+        "n_actions": mdp.N_ACTIONS,
+        "hidden": list(settings.hidden),
+        "demonstrations": info,
+    }
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    return replace(
+        settings, init_from=str(folder), extra={**settings.extra, "demonstrations": info}
+    )
 
 
 def _metric(result: dict[str, Any], *keys: str) -> float:
@@ -309,6 +383,7 @@ def train_local(
     returns: deque[float] = deque(maxlen=100)
     losses: deque[float] = deque(maxlen=100)
     summary: dict[str, Any] = {}
+    best_score = math.inf
     try:
         for it in range(1, settings.iterations + 1):
             target = steps + settings.steps_per_iteration
@@ -342,13 +417,40 @@ def train_local(
                 f"iter {it:3d}  steps {steps:7d}  episodes {episodes:5d}  "
                 f"return {ret:7.3f}  td_loss {loss:.4f}  {time.time() - start:6.0f}s"
             )
-            if out is not None:
+            if out is not None and not settings.select_every:
                 export(learner, out, settings, {"training": summary})
+            elif out is not None:
+                export(learner, out / "latest", settings, {"training": summary})
+                if it % settings.select_every == 0:
+                    score = _selection_score(learner, settings)
+                    mlf.metrics({"selection_log_regret": score}, step=steps)
+                    log(f"  selection score {score:.3f} (best so far {best_score:.3f})")
+                    if score < best_score:
+                        best_score = score
+                        summary["selected"] = {"iteration": it, "selection_log_regret": score}
+                        export(learner, out, settings, {"training": summary})
             if _should_stop(settings, episodes, start):
                 break
+        if settings.select_every and out is not None and (out / MANIFEST_FILE).is_file():
+            path = out / MANIFEST_FILE  # the selected export: say how long the run went on
+            manifest = json.loads(path.read_text())
+            manifest["training_run"] = {k: v for k, v in summary.items() if k != "selected"}
+            path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         return summary
     finally:
         mlf.close(out)
+
+
+def _selection_score(learner: Any, settings: TrainSettings) -> float:
+    """Mean final log regret of the learner's greedy policy on generated tasks drawn
+    apart from both training and the held-out report (seed ``EVAL_SEED + 1``)."""
+    from tune_app.controller import evaluate
+    from tune_app.controller.policy import from_tensors
+
+    policy = from_tensors(q_network_tensors(learner), {}, "learner")
+    return evaluate.mean_log_regret(
+        evaluate.greedy(policy), settings.select_episodes, seed=evaluate.EVAL_SEED + 1
+    )
 
 
 def train(
@@ -368,6 +470,12 @@ def train(
     smoothed episode return and TD loss.
     """
     algo = dqn_config(settings).build_algo()
+    if settings.init_from is not None:
+        folder = Path(settings.init_from)
+        algo.learner_group.foreach_learner(lambda learner: _load_into(learner, folder))
+        algo.env_runner_group.sync_weights(
+            from_worker_or_learner_group=algo.learner_group, inference_only=True
+        )
     done_iters, prior_wall = 0, 0.0
     progress = state_dir / "progress.json" if state_dir is not None else None
     if state_dir is not None and progress is not None and progress.exists():
