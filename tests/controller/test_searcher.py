@@ -55,13 +55,16 @@ def search(name: str, seed: int, budget: int) -> float:
 
 @pytest.mark.slow
 def test_shipped_policy_beats_random_search_median() -> None:
-    """Over 12 fixed seeds at 20 trials, dqn's median best loss is below random
-    search's median and at most half of it (measured with the shipped policy:
-    0.040 against 0.119; the spread is wide, a rank-sum test gives p = 0.16)."""
+    """Over 12 fixed seeds at 20 trials, dqn's median best loss is at most half of
+    random search's, and a one-sided rank-sum test says dqn is lower (measured with
+    the shipped policy: medians 0.019 against 0.119, p = 0.0004)."""
+    from scipy.stats import mannwhitneyu
+
     seeds = range(12)
     dqn = np.array([search("dqn", s, 20) for s in seeds])
     rnd = np.array([search("random", s, 20) for s in seeds])
     assert np.median(dqn) <= 0.5 * np.median(rnd), (dqn.round(3), rnd.round(3))
+    assert mannwhitneyu(dqn, rnd, alternative="less").pvalue < 0.01
 
 
 def test_concurrent_trials_get_distinct_configs_from_separate_walkers() -> None:
