@@ -133,13 +133,19 @@ def part1(names: list[str], seeds: int, budgets: list[int], out: Path) -> pd.Dat
     return frame
 
 
-def part2(seeds: int, budget_trials: int, out: Path, benchmarks: list[str]) -> None:
+def part2(
+    seeds: int,
+    budget_trials: int,
+    out: Path,
+    benchmarks: list[str],
+    strategies: list[str] | None = None,
+) -> None:
     from tune_app import compare
 
     for bench_name in benchmarks:
         bench = get(bench_name)
         fits = bench.space.grid_size <= budget_trials
-        names = [n for n in registry.names() if n != "grid" or fits]
+        names = [n for n in strategies or registry.names() if n != "grid" or fits]
         comparison = compare(
             names,
             bench.space,
@@ -176,6 +182,10 @@ def main() -> int:
     parser.add_argument(
         "--tune-benchmarks", default="branin_mf,digits_tabular", help="part 2 benchmarks"
     )
+    parser.add_argument(
+        "--tune-strategies",
+        help="strategies for part 2 (default: all registered; include random, the baseline)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmark_results"))
     args = parser.parse_args()
     if args.seeds < 2:
@@ -192,7 +202,10 @@ def main() -> int:
     )
     print(report.markdown_table(frame))
     if args.tune:
-        part2(args.seeds, args.tune_budget, args.out, args.tune_benchmarks.split(","))
+        tune_names = args.tune_strategies.split(",") if args.tune_strategies else None
+        if tune_names is not None and "random" not in tune_names:
+            parser.error("part 2 needs 'random' (the normalising baseline)")
+        part2(args.seeds, args.tune_budget, args.out, args.tune_benchmarks.split(","), tune_names)
     return 0
 
 
