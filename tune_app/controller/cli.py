@@ -36,7 +36,10 @@ def add_parser(sub: Any) -> None:
     )
     train.add_argument("--demo-updates", type=int, default=20_000, help="DQfD warm-start updates")
     train.add_argument(
-        "--demo-margin", type=float, default=0.8, help="DQfD large margin (expert action first)"
+        "--demo-margin",
+        type=float,
+        default=0.1,
+        help="DQfD large margin (expert action first); 0.8 left Q-values RLlib then undid",
     )
     train.add_argument(
         "--eval-episodes",

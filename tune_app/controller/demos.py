@@ -146,7 +146,7 @@ def warm_start(
     updates: int = 20_000,
     batch_size: int = 256,
     lr: float = 1e-3,
-    margin: float = 0.8,
+    margin: float = 0.1,
     margin_weight: float = 1.0,
     target_update: int = 1000,
     seed: int = 0,

@@ -68,7 +68,7 @@ class TrainSettings:
     demo_episodes: int = 0  # DQfD warm start from this many expert episodes first
     demo_updates: int = 20_000
     demo_noise: float = 0.1  # fraction of demonstration steps with a random valid action
-    demo_margin: float = 0.8  # DQfD large-margin loss: expert action ahead by this much
+    demo_margin: float = 0.1  # DQfD large-margin loss: expert action ahead by this much
     select_every: int = 0  # keep the best of the checkpoints scored every N iterations
     select_episodes: int = 100  # generated tasks per score (a set apart from the report's)
     extra: dict[str, Any] = field(default_factory=dict)  # more manifest entries
