@@ -88,3 +88,16 @@ def test_rllib_algorithm_trains_on_the_ray_cluster(tmp_path: Path) -> None:
     assert summary["iterations"] == 2
     assert math.isfinite(summary["td_loss"]) and summary["td_loss"] >= 0
     assert (out / "q_network.pt").is_file()
+    # Continuing from that export (as after a DQfD warm start) loads it into the
+    # learner and the env runners before the first iteration.
+    again = tmp_path / "again"
+    settings = TrainSettings(
+        iterations=1,
+        init_from=str(out),
+        learning_starts=10_000,
+        **{k: v for k, v in TINY.items() if k != "learning_starts"},
+    )
+    train(settings, out=again, log=lambda _: None)  # no update yet: the weights stay
+    before = torch.load(out / "q_network.pt", weights_only=True)
+    after = torch.load(again / "q_network.pt", weights_only=True)
+    assert all(torch.equal(before[k], after[k]) for k in before)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -150,6 +149,7 @@ def held_out(out: Path, episodes: int) -> dict[str, float]:
     """Score the exported policy on held-out generated tasks; record it in the manifest."""
     from tune_app.controller import evaluate
     from tune_app.controller.policy import MANIFEST_FILE, QPolicy
+    from tune_app.controller.pretrain import update_manifest
 
     scores = evaluate.compare(QPolicy.load(out), episodes)
     warm = out / "warm_start"
@@ -163,8 +163,5 @@ def held_out(out: Path, episodes: int) -> dict[str, float]:
         f"{scores['expert']:.3f}, random search {scores['random']:.3f}"
         + (f", DQfD warm start {scores['warm_start']:.3f}" if "warm_start" in scores else "")
     )
-    path = out / MANIFEST_FILE
-    manifest = json.loads(path.read_text())
-    manifest["held_out"] = scores
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    update_manifest(out, {"held_out": scores})
     return scores

@@ -4,9 +4,9 @@ It follows the recipe that works for small budgets: spend the first
 ``explore`` fraction of the budget on random jumps, then do coordinate descent
 around the incumbent: go back to the best configuration, try its unvisited
 one-box neighbours (repeating a move that just improved), and take a local jump
-when every neighbour was tried. The DQN starts from this behaviour (its
-demonstrations fill the pretraining replay, DQfD-style) and learns where to
-depart from it; the searcher never uses the script directly.
+when every neighbour was tried. The DQN is first fitted to its demonstrations
+(:mod:`tune_app.controller.demos`, DQfD-style), then RLlib's DQN trains on from
+there; the searcher never uses the script directly.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def expert_action(
         return mdp.JUMP
     if mask[mdp.RETURN_TO_BEST]:  # away from the incumbent: go back to it
         return mdp.RETURN_TO_BEST
-    ones = [a for a in range(mdp.N_MOVES) if a < 2 * mdp.MAX_PARAMS and mask[a]]
+    ones = [a for a in range(2 * mdp.MAX_PARAMS) if mask[a]]  # one-box moves
     if walker.moves and walker.since_improve == 0:
         i, d = walker.moves[-1]
         again = 2 * i + (1 if d > 0 else 0)

@@ -193,6 +193,14 @@ def export(
     return weights, path
 
 
+def update_manifest(folder: Path, entries: dict[str, Any]) -> None:
+    """Add or replace top-level ``entries`` in ``folder/manifest.json``."""
+    path = folder / MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    manifest.update(entries)
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
 def prepare_warm_start(
     settings: TrainSettings, out: Path, log: Callable[[str], None] = print
 ) -> TrainSettings:
@@ -370,11 +378,9 @@ def train_local(
     runner = SingleAgentEnvRunner(config=config)
     learner = config.build_learner(env=runner.env)
     learner.build()
-    offset = 0
-    if settings.init_from is not None:
+    if settings.init_from is not None:  # dqn_config then keeps epsilon at its final value
         _load_into(learner, Path(settings.init_from))
-        offset = settings.epsilon_steps  # already trained: explore at the final epsilon
-    _sync(runner, learner, offset)
+    _sync(runner, learner, 0)
     buffer = PrioritizedEpisodeReplayBuffer(capacity=settings.replay_capacity, alpha=0.6)
     mlf = _Log(tracking_uri, experiment, settings)
     start = time.time()
@@ -400,8 +406,8 @@ def train_local(
                     settings.updates_per_fragment if steps >= settings.learning_starts else 0
                 )
                 for _ in range(n_updates):
-                    losses.append(_update(learner, buffer, settings, steps + offset))
-                _sync(runner, learner, steps + offset)
+                    losses.append(_update(learner, buffer, settings, steps))
+                _sync(runner, learner, steps)
             ret = float(np.mean(returns)) if returns else math.nan
             loss = float(np.mean(losses)) if losses else math.nan
             summary = {
@@ -432,10 +438,9 @@ def train_local(
             if _should_stop(settings, episodes, start):
                 break
         if settings.select_every and out is not None and (out / MANIFEST_FILE).is_file():
-            path = out / MANIFEST_FILE  # the selected export: say how long the run went on
-            manifest = json.loads(path.read_text())
-            manifest["training_run"] = {k: v for k, v in summary.items() if k != "selected"}
-            path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+            # The selected export: say how long the run went on after it.
+            run = {k: v for k, v in summary.items() if k != "selected"}
+            update_manifest(out, {"training_run": run})
         return summary
     finally:
         mlf.close(out)
