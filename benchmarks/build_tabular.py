@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from tune_app.benchmarks.tabular import FIXED, MAX_EPOCHS, TABLE, grid_space
-from tune_app.finalists import Collector
+from tune_app.comparison.finalists import Collector
 from tune_app.tasks.digits_mlp import DigitsMLP
 from tune_app.tasks.loop import TrialSpec, train
 

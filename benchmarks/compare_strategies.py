@@ -25,14 +25,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tune_app import report
 from tune_app import strategies as registry
 from tune_app.benchmarks import BENCHMARKS, get
 from tune_app.benchmarks.drive import drive
+from tune_app.comparison import report
 
 
 def study_from_traces(bench_name: str, budget: int, traces: list) -> report.Study:
-    """A report :class:`~tune_app.report.Study` from in-process driver traces."""
+    """A report :class:`~tune_app.comparison.report.Study` from in-process driver traces."""
     bench = get(bench_name)
     runs, hist, trials = [], [], []
     for tr in traces:

@@ -8,7 +8,7 @@ within one run (bare first on even repeats, Ray first on odd ones).
 * ray-train: a ``TorchTrainer`` with 1 worker running
   ``tune_app.tasks.loop.train_loop_per_worker`` (what every ``--num-workers 1``
   trial runs: budget-less here, but with its per-epoch validation, report and
-  checkpoint), on a local Ray started by ``tune_app.placement.ensure_ray``.
+  checkpoint), on a local Ray started by ``tune_app.run.placement.ensure_ray``.
 
 Two throughputs per mode:
 
@@ -166,7 +166,7 @@ def main() -> int:
 
     import ray
 
-    from tune_app.placement import ensure_ray
+    from tune_app.run.placement import ensure_ray
 
     os.environ.pop("RAY_ADDRESS", None)  # always a fresh local Ray on 127.0.0.1
     ensure_ray(None, num_cpus=max(2, args.threads))

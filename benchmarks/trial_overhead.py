@@ -22,7 +22,7 @@ from typing import Any
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 from tune_app import run_search
-from tune_app.placement import ensure_ray
+from tune_app.run.placement import ensure_ray
 from tune_app.tasks.digits_mlp import DigitsMLP
 from tune_app.tasks.loop import TrialSpec, train
 

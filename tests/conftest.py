@@ -194,7 +194,7 @@ def children(uri: str, result: Any) -> list[Any]:
     """The MLflow child runs nested under a search result's parent run."""
     from mlflow.tracking import MlflowClient
 
-    from tune_app.tracking import PARENT_TAG
+    from tune_app.tracking.store import PARENT_TAG
 
     return list(
         MlflowClient(uri).search_runs(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ray.tune.schedulers import TrialScheduler
 
-from tune_app.budget import GRANTED, REFUSED, WAIT, EpochLedger
+from tune_app.run.budget import GRANTED, REFUSED, WAIT, EpochLedger
 
 
 def test_grants_until_budget_then_refuses() -> None:

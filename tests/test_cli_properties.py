@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import DIGITS
-from tune_app import placement, strategies
+from tune_app import strategies
 from tune_app.cli import main
+from tune_app.run import placement
 
 
 class Started(AssertionError):

@@ -10,11 +10,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import children
-from tune_app import compare, report
+from tune_app import compare
 from tune_app.benchmarks import get
 from tune_app.cli import main
-from tune_app.comparison import fairness_warnings
-from tune_app.finalists import Finalist, FoldTask, cross_validate, with_without
+from tune_app.comparison import report
+from tune_app.comparison.compare import fairness_warnings
+from tune_app.comparison.finalists import Finalist, FoldTask, cross_validate, with_without
 from tune_app.spaces import load
 from tune_app.tasks.digits_mlp import DigitsMLP
 

@@ -23,9 +23,9 @@ from tests.user_tasks import Blobs
 from tune_app import run_search
 from tune_app.api import SearchResult
 from tune_app.errors import TaskError
-from tune_app.outbox import JOURNAL, Journal
-from tune_app.sync import sync
-from tune_app.tracking import TRIAL_TAG
+from tune_app.tracking.outbox import JOURNAL, Journal
+from tune_app.tracking.store import TRIAL_TAG
+from tune_app.tracking.sync import sync
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 
@@ -211,9 +211,10 @@ class _Reporter:
 def test_non_numeric_metric_is_a_clear_error(tmp_path: Path) -> None:
     """In the trial (before Tune or a scheduler compares it), and on the driver: the
     first failed trial stops the search with the task's message, not a traceback."""
-    from tune_app.outbox import Outbox
     from tune_app.tasks.loop import TrialSpec, train
-    from tune_app.tracking import RunState, TrackingCallback
+    from tune_app.tracking.callback import TrackingCallback
+    from tune_app.tracking.outbox import Outbox
+    from tune_app.tracking.state import RunState
 
     message = r"'wordy' reported a non-numeric value for metric 'val_accuracy': 'high' \(str\)"
     spec = TrialSpec(task=Wordy(), seed=0, max_epochs=2, num_workers=0)

@@ -12,7 +12,7 @@ from tests.conftest import children
 from tests.user_tasks import Exploding
 from tune_app import run_search, strategies
 from tune_app.api import SearchResult
-from tune_app.tracking import TRIAL_TAG
+from tune_app.tracking.store import TRIAL_TAG
 
 pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.slow]
 BUDGET = 4

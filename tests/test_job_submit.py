@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import RAY, REPO, LocalCluster, ray_env
-from tune_app.tracking import PARENT_TAG
+from tune_app.tracking.store import PARENT_TAG
 
 pytestmark = pytest.mark.slow
 

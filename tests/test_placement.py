@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tune_app.errors import ConfigError
-from tune_app.placement import plan
+from tune_app.run.placement import plan
 
 
 def test_cpu_machine_runs_one_trial_per_cpu() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tune_app import report
+from tune_app.comparison import report
 from tune_app.errors import ConfigError
 
 

@@ -19,11 +19,11 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import DIGITS, REPO, LocalCluster
 from tune_app import spaces, strategies
-from tune_app.outbox import JOURNAL, Journal
-from tune_app.resume import Manifest, same_config
+from tune_app.run.resume import Manifest, same_config
 from tune_app.strategies.base import GuardedSearcher
 from tune_app.tasks.digits_mlp import DigitsMLP
-from tune_app.tracking import PARENT_TAG, TRIAL_TAG
+from tune_app.tracking.outbox import JOURNAL, Journal
+from tune_app.tracking.store import PARENT_TAG, TRIAL_TAG
 
 DRIVER = """
 import sys

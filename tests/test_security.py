@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tune_app.outbox import redact_uri
-from tune_app.resume import Manifest
+from tune_app.run.request import SearchRequest
+from tune_app.run.resume import Manifest
+from tune_app.tracking.store import redact_uri
 
 # First releases with the fixes for known CVEs (see README, "Security").
 MINIMUMS = {
@@ -66,12 +67,11 @@ def test_tracking_uri_passwords_are_redacted(uri: str, shown: str) -> None:
 
 
 def test_run_manifest_never_stores_a_password(tmp_path: Path) -> None:
-    from tune_app.tracking import TrackingError, check_reachable
+    from tune_app.tracking.store import TrackingError, check_reachable
 
-    m = Manifest(
-        "random", None, "s.yaml", "d", None, 4, None, None, 0, 0, None, 1.0, None, 1,
-        "exp", redact_uri("http://u:hunter2@127.0.0.1:9"),
-    )  # fmt: skip
+    request = SearchRequest(budget_epochs=4, num_workers=0, experiment="exp")
+    stored = request.stored("s.yaml", None)
+    m = Manifest({**stored, "tracking_uri": redact_uri("http://u:hunter2@127.0.0.1:9")}, "d")
     m.save(tmp_path)
     assert "hunter2" not in (tmp_path / "run.json").read_text()
     with pytest.raises(TrackingError) as err:  # nothing listens on port 9

@@ -21,15 +21,15 @@ from tune_app.errors import ConfigError, SpaceError, TaskError, TrackingError, T
 
 if TYPE_CHECKING:
     from tune_app.api import SearchResult, run_search
-    from tune_app.comparison import Comparison, compare
+    from tune_app.comparison.compare import Comparison, compare
 
 # Imported on first use: Ray worker processes that only need a small module (the
 # epoch ledger actor) then start without importing torch, pandas and MLflow.
 _LAZY = {
     "SearchResult": "tune_app.api",
     "run_search": "tune_app.api",
-    "Comparison": "tune_app.comparison",
-    "compare": "tune_app.comparison",
+    "Comparison": "tune_app.comparison.compare",
+    "compare": "tune_app.comparison.compare",
 }
 
 

@@ -45,51 +45,24 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
-def _search_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--space",
-        default="search_spaces/digits_mlp.yaml",
-        help="search-space YAML file (default: %(default)s)",
-    )
-    p.add_argument("--scheduler", help="scheduler to combine with the searcher (e.g. asha)")
-    p.add_argument("--task", help="task name or module:attr (default: the space's task)")
-    p.add_argument(
-        "--budget-epochs",
-        type=int,
-        default=24,
-        help="total training epochs across all trials (default: %(default)s)",
-    )
-    p.add_argument("--max-trials", type=int, help="cap on the number of trials")
-    p.add_argument("--time-budget-s", type=float, help="wall-clock cap in seconds")
-    p.add_argument(
-        "--num-workers",
-        type=int,
-        default=1,
-        help="Ray Train workers per trial; 0 runs inside the trial (default: 1)",
-    )
-    p.add_argument(
-        "--gpus-per-worker",
-        type=float,
-        help="GPUs per worker (fractions pack trials; default: 1 if GPUs exist)",
-    )
-    p.add_argument("--cpus-per-worker", type=float, default=1.0)
-    p.add_argument("--max-concurrent", type=int, help="cap on trials running at once")
-    p.add_argument(
-        "--max-failures",
-        type=int,
-        default=1,
-        help="worker-group restarts per trial after a failure (default: 1)",
-    )
-    p.add_argument("--address", help="Ray address (default: $RAY_ADDRESS or embedded local)")
-    p.add_argument(
-        "--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)"
-    )
-    p.add_argument("--experiment", help="MLflow experiment name (default: <task>-<space>)")
-    p.add_argument("--storage-path", help="run state directory (default: ./tune_runs)")
-    p.add_argument(
-        "--data-dir",
-        help="data directory of file-backed tasks (default: $TUNE_APP_DATA or ~/.cache/...)",
-    )
+def _search_args(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """The request's options as flags (:func:`tune_app.run.request.cli_fields`), plus
+    the CLI's own ways to give searcher and scheduler options."""
+    from tune_app.run.request import cli_fields
+
+    for f in cli_fields():
+        if f.name in skip:
+            continue
+        meta, help_text = f.metadata, f.metadata["help"]
+        if f.default is not None and "default:" not in help_text:
+            help_text += " (default: %(default)s)"
+        p.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=meta["type"] or str,
+            default=f.default,
+            metavar=meta["metavar"],
+            help=help_text,
+        )
     p.add_argument(
         "--opt",
         action="append",
@@ -119,7 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run one search")
     run.add_argument("--strategy", required=True, choices=list(REGISTRY))
-    run.add_argument("--seed", type=int, default=0)
     run.add_argument(
         "--resume",
         action="store_true",
@@ -134,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated strategy names (default: all)",
     )
     cmp.add_argument("--seeds", type=int, default=1, help="number of seeds 0..N-1")
-    _search_args(cmp)
+    _search_args(cmp, skip=("seed",))
     _report_args(cmp)
     cmp.add_argument("--report-dir", help="where to write the report (default: next to the runs)")
     cmp.add_argument(
@@ -184,23 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _search_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "scheduler": args.scheduler,
-        "task": args.task,
-        "max_trials": args.max_trials,
-        "time_budget_s": args.time_budget_s,
-        "num_workers": args.num_workers,
-        "gpus_per_worker": args.gpus_per_worker,
-        "cpus_per_worker": args.cpus_per_worker,
-        "max_concurrent": args.max_concurrent,
-        "max_failures": args.max_failures,
-        "address": args.address,
-        "storage_path": args.storage_path,
-        "data_dir": args.data_dir,
-        "strategy_options": _strategy_options(args),
-        "scheduler_options": _options(args.scheduler_opt, "--scheduler-opt"),
-        "verbose": not args.quiet,
-    }
+    """The request's options from the parsed flags."""
+    from tune_app.run.request import cli_fields
+
+    out = {f.name: getattr(args, f.name) for f in cli_fields() if hasattr(args, f.name)}
+    out.update(
+        strategy_options=_strategy_options(args),
+        scheduler_options=_options(args.scheduler_opt, "--scheduler-opt"),
+        verbose=not args.quiet,
+    )
+    return out
 
 
 def _strategy_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -228,16 +193,7 @@ def _mlflow_hint(uri: str) -> str:
 def _cmd_run(args: argparse.Namespace) -> int:
     from tune_app.api import run_search
 
-    result = run_search(
-        args.strategy,
-        args.space,
-        budget_epochs=args.budget_epochs,
-        seed=args.seed,
-        tracking_uri=args.tracking_uri,
-        experiment=args.experiment,
-        resume=args.resume,
-        **_search_kwargs(args),
-    )
+    result = run_search(args.strategy, resume=args.resume, **_search_kwargs(args))
     print()
     cols = [c for c in result.trials.columns if c not in ("trial_id", "mlflow_run_id", "nodes")]
     _print_table(result.trials[cols])
@@ -286,27 +242,25 @@ def _report_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from tune_app import report
+    from tune_app.comparison import report
 
     kw = _report_kwargs(args)
     study, run_id = report.from_mlflow(args.ref, args.tracking_uri, optimum=kw["optimum"])
     out = Path(args.out)
     path = report.write_report(study, out, kw["baseline"], kw["heatmap"], kw["heatmap_epochs"])
     if args.log:
-        from mlflow.tracking import MlflowClient
+        from tune_app.tracking.store import Tracker, resolve_tracking_uri
 
-        from tune_app.tracking import resolve_tracking_uri
-
-        client = MlflowClient(resolve_tracking_uri(args.tracking_uri))
+        tracker = Tracker.for_run(resolve_tracking_uri(args.tracking_uri), run_id)
         for f in sorted(out.iterdir()):
-            client.log_artifact(run_id, str(f), "report")
+            tracker.log_artifact(run_id, f, "report")
     print(path.read_text())
     print(f"\nreport of comparison run {run_id} written to {path}")
     return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from tune_app.comparison import compare
+    from tune_app.comparison.compare import compare
 
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
     if args.seeds < 1:
@@ -320,11 +274,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         return _fail(f"--cv-epochs must be >= 1, got {args.cv_epochs}")
     comparison = compare(
         names,
-        args.space,
         seeds=range(args.seeds),
-        budget_epochs=args.budget_epochs,
-        tracking_uri=args.tracking_uri,
-        experiment=args.experiment,
         report_dir=args.report_dir,
         cv_top=args.cv_top,
         folds=args.folds,
@@ -355,7 +305,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
-    from tune_app.sync import sync
+    from tune_app.tracking.sync import sync
 
     report = sync(args.run_dir, tracking_uri=args.tracking_uri)
     print(report.describe())

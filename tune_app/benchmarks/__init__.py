@@ -1,23 +1,21 @@
-"""Benchmarks with known optima, and the one list of their names.
+"""Benchmarks with known optima.
 
-``BENCHMARKS`` maps a name to its class; every benchmark is also a task (see
-:mod:`tune_app.tasks`), so ``python -m tune_app run --space
+Their one list of names is :data:`BENCHMARKS` (:mod:`tune_app.benchmarks.registry`);
+every benchmark is a :class:`~tune_app.tasks.base.LookupObjective` and is also
+reachable as a task by name, so ``python -m tune_app run --space
 search_spaces/benchmarks/<name>.yaml`` tunes it like any model.
 """
 
 from __future__ import annotations
 
-from tune_app.benchmarks.base import Benchmark
-from tune_app.benchmarks.synthetic import Branin, BraninMultiFidelity, Hartmann6
-from tune_app.benchmarks.tabular import DigitsTabular
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from tune_app.benchmarks.registry import BENCHMARKS
 from tune_app.errors import ConfigError
 
-BENCHMARKS: dict[str, type[Benchmark]] = {
-    "branin": Branin,
-    "hartmann6": Hartmann6,
-    "branin_mf": BraninMultiFidelity,
-    "digits_tabular": DigitsTabular,
-}
+if TYPE_CHECKING:
+    from tune_app.benchmarks.base import Benchmark
 
 __all__ = ["BENCHMARKS", "Benchmark", "get"]
 
@@ -26,4 +24,14 @@ def get(name: str) -> Benchmark:
     """The benchmark registered as ``name``."""
     if name not in BENCHMARKS:
         raise ConfigError(f"unknown benchmark {name!r}; valid: {', '.join(BENCHMARKS)}")
-    return BENCHMARKS[name]()
+    module, _, attr = BENCHMARKS[name].partition(":")
+    bench: Benchmark = getattr(importlib.import_module(module), attr)()
+    return bench
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Benchmark":  # imported on use: the task registry imports this package
+        from tune_app.benchmarks.base import Benchmark
+
+        return Benchmark
+    raise AttributeError(f"module 'tune_app.benchmarks' has no attribute {name!r}")

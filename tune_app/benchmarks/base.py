@@ -4,7 +4,7 @@ A :class:`Benchmark` is an objective over a :class:`~tune_app.spaces.SearchSpace
 that returns the metric a trial would report after ``epoch`` epochs, instantly and
 deterministically. Every strategy runs against it in seconds, and because the best
 reachable value (:attr:`Benchmark.optimum`) is known, results are comparable as
-*regret*. Each benchmark is also a :class:`~tune_app.tasks.base.Task`, so the same
+*regret*. Each benchmark is a :class:`~tune_app.tasks.base.LookupObjective`, so the same
 objective runs through :func:`tune_app.run_search` (Tune trials, schedulers, MLflow)
 and through the fast in-process driver :mod:`tune_app.benchmarks.drive`.
 """
@@ -18,22 +18,13 @@ from abc import abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
-import torch
-from torch import nn
-from torch.utils.data import Dataset
-
 from tune_app.errors import TaskError
 from tune_app.spaces import SearchSpace
-from tune_app.tasks.base import Task
+from tune_app.tasks.base import LookupObjective
 
 
-class Benchmark(Task):
+class Benchmark(LookupObjective):
     """An objective with a known optimum whose per-epoch values are computed, not trained."""
-
-    metric: str = "value"
-    mode: str = "min"
-    max_epochs: int = 1
-    optimum: float = 0.0
 
     @property
     @abstractmethod
@@ -53,22 +44,6 @@ class Benchmark(Task):
     def regret(self, value: float) -> float:
         """Distance of ``value`` from the optimum, >= 0 for every reachable value."""
         return value - self.optimum if self.mode == "min" else self.optimum - value
-
-    # The Task interface: a benchmark has no data or model; the loop calls lookup().
-    def load_data(self, config: Mapping[str, Any], seed: int) -> tuple[Dataset, Dataset]:
-        raise TaskError(f"{self.name} is a lookup benchmark: it has no data")
-
-    def build_model(self, config: Mapping[str, Any]) -> nn.Module:
-        raise TaskError(f"{self.name} is a lookup benchmark: it has no model")
-
-    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        raise TaskError(f"{self.name} is a lookup benchmark: it has no loss")
-
-    def eval_sums(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-        raise TaskError(f"{self.name} is a lookup benchmark: it has no validation data")
-
-    def eval_metrics(self, sums: Mapping[str, float], count: int) -> dict[str, float]:
-        raise TaskError(f"{self.name} is a lookup benchmark: it has no validation data")
 
 
 def config_noise(config: Mapping[str, Any], epoch: int, salt: str) -> float:

@@ -7,7 +7,13 @@ They compose: ``build("optuna", scheduler="asha")``. Naming a scheduler as the
 strategy is a preset for random search under that scheduler.
 
 Modules are imported lazily by name (as Ray Tune's own registry does), so listing
-strategies imports none of Optuna, HyperOpt or RLlib.
+strategies imports none of Optuna, HyperOpt or RLlib. Each module exports a
+:class:`~tune_app.strategies.base.StrategyPlugin` as ``PLUGIN``: its build
+function, its typed options and its optional hooks.
+
+Adding a strategy: write ``tune_app/strategies/<name>.py`` (``Options``, ``build``,
+``PLUGIN``) and add one :class:`StrategyInfo` line below; the CLI, ``compare``,
+the contract tests and the docs listing pick it up from here.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from ray.tune.search import Searcher
 
 from tune_app.errors import ConfigError
 from tune_app.spaces import SearchSpace
+from tune_app.strategies.base import StrategyPlugin
 
 Kind = Literal["searcher", "scheduler"]
 
@@ -131,8 +138,12 @@ def resolve(strategy: str, scheduler: str | None = None) -> Strategy:
     return Strategy(strategy, scheduler)
 
 
-def _module(name: str) -> Any:
-    return importlib.import_module(REGISTRY[name].module)
+def plugin(name: str) -> StrategyPlugin:
+    """The :class:`StrategyPlugin` of the strategy registered as ``name``."""
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown strategy {name!r}; valid: {', '.join(REGISTRY)}")
+    found: StrategyPlugin = importlib.import_module(REGISTRY[name].module).PLUGIN
+    return found
 
 
 def _build(
@@ -146,7 +157,7 @@ def _build(
 ) -> Any:
     if name not in REGISTRY or REGISTRY[name].kind != kind:
         raise ConfigError(f"unknown {kind} {name!r}; valid: {', '.join(names(kind))}")
-    return _module(name).build(space, metric, mode, seed, options)
+    return plugin(name).build(space, metric, mode, seed, options)
 
 
 def build_searcher(
@@ -177,7 +188,7 @@ def build_scheduler(
 
 def budget_defaults(name: str, space: SearchSpace, budget_epochs: int) -> dict[str, Any]:
     """Options a searcher derives from the budget (e.g. dqn's ``horizon``); user options win."""
-    hook = getattr(_module(name), "budget_defaults", None) if name in REGISTRY else None
+    hook = plugin(name).budget_defaults
     return dict(hook(space, budget_epochs)) if hook else {}
 
 
@@ -187,4 +198,13 @@ def min_trial_epochs(
     """The fewest epochs one trial can cost under ``strategy``."""
     if strategy.scheduler is None:
         return space.max_epochs
-    return int(_module(strategy.scheduler).min_epochs(space, scheduler_options))
+    hook = plugin(strategy.scheduler).min_epochs
+    return int(hook(space, scheduler_options)) if hook else space.max_epochs
+
+
+def warmup_trials(name: str, options: dict[str, Any] | None) -> int:
+    """Random start-up trials the searcher ``name`` runs before modelling (0: none)."""
+    p = plugin(name)
+    if p.warmup_option is None:
+        return 0
+    return int(getattr(p.parse(name, options), p.warmup_option) or 0)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from tune_app.spaces import SearchSpace
-from tune_app.strategies.base import parse_options, require
+from tune_app.strategies.base import StrategyPlugin, parse_options, require
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,13 @@ class Options:
         )
 
 
-def min_epochs(space: SearchSpace, options: dict[str, Any] | None) -> int:
+def min_epochs(space: SearchSpace, options: Mapping[str, Any] | None) -> int:
     """The fewest epochs a trial can run under this scheduler."""
     return min(parse_options(Options, "asha", options).grace_period, space.max_epochs)
 
 
 def build(
-    space: SearchSpace, metric: str, mode: str, seed: int, options: dict[str, Any] | None
+    space: SearchSpace, metric: str, mode: str, seed: int, options: Mapping[str, Any] | None
 ) -> TrialScheduler:
     """Ray's ``ASHAScheduler`` with the epoch as its time axis."""
     opts = parse_options(Options, "asha", options)
@@ -52,3 +53,6 @@ def build(
         grace_period=min(opts.grace_period, space.max_epochs),
         reduction_factor=opts.reduction_factor,
     )
+
+
+PLUGIN = StrategyPlugin(build=build, options=Options, min_epochs=min_epochs)

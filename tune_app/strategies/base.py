@@ -1,16 +1,30 @@
-"""Shared pieces of the strategies: option parsing and the guarded searcher."""
+"""The strategy contract and shared pieces: the plugin record every strategy
+module exports, what a searcher may add to tracking, option parsing, and the
+guarded searcher.
+
+A strategy module (one per strategy, listed in :data:`tune_app.strategies.REGISTRY`)
+defines a frozen ``Options`` dataclass and ``build``, and exports them as
+``PLUGIN = StrategyPlugin(build=build, options=Options, ...)`` with its optional
+hooks. Nothing is looked up by attribute name: what a strategy can do is what its
+plugin declares.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import ray
 from ray.tune.search import Searcher
 
 from tune_app.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tune_app.spaces import SearchSpace
 
 T = TypeVar("T")
 
@@ -29,6 +43,55 @@ def parse_options(cls: type[T], strategy: str, options: Mapping[str, Any] | None
         return cls(**options)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"strategy {strategy!r}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class StrategyPlugin:
+    """What a strategy module exports as ``PLUGIN``.
+
+    Attributes:
+        build: ``build(space, metric, mode, seed, options)`` returns the Tune
+            ``Searcher`` (searchers) or ``TrialScheduler`` (schedulers); unknown
+            or bad options raise :class:`ConfigError`.
+        options: the frozen dataclass of the strategy's options (validated in
+            ``__post_init__``); ``tune-app strategies`` lists its fields.
+        min_epochs: schedulers: ``min_epochs(space, options)``, the fewest epochs
+            one trial can cost (what the budget must at least allow).
+        budget_defaults: ``budget_defaults(space, budget_epochs)``, options derived
+            from the budget (e.g. dqn's horizon); the user's options win.
+        warmup_option: the option that counts random start-up trials before the
+            model is used (``compare`` warns when they fill the whole budget).
+    """
+
+    build: Callable[[SearchSpace, str, str, int, Mapping[str, Any] | None], Any]
+    options: type
+    min_epochs: Callable[[SearchSpace, Mapping[str, Any] | None], int] | None = None
+    budget_defaults: Callable[[SearchSpace, int], dict[str, Any]] | None = None
+    warmup_option: str | None = None
+
+    def parse(self, name: str, options: Mapping[str, Any] | None) -> Any:
+        """The validated options object (a :class:`ConfigError` names the problem)."""
+        return parse_options(self.options, name, options)
+
+
+@runtime_checkable
+class TrialTagger(Protocol):
+    """A searcher that adds MLflow tags to each trial's child run (e.g. dqn's
+    action and Q-values). Called once, when the trial starts."""
+
+    def trial_tags(self, trial_id: str) -> dict[str, str]:
+        """Tags for the child run of ``trial_id`` (empty when none)."""
+        ...
+
+
+@runtime_checkable
+class RunArtifacts(Protocol):
+    """A searcher that writes files about the whole search when it ends (e.g.
+    dqn's walk plot); they are logged to the search's MLflow parent run."""
+
+    def write_artifacts(self, run_dir: Path) -> list[str]:
+        """Write files into ``run_dir``; return their names."""
+        ...
 
 
 def require(cond: bool, message: str) -> None:

@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,10 +29,11 @@ from tune_app.controller.env import start_point
 from tune_app.controller.policy import QPolicy
 from tune_app.errors import ConfigError
 from tune_app.spaces import SearchSpace
-from tune_app.strategies.base import metric_value, parse_options, require
+from tune_app.strategies.base import StrategyPlugin, metric_value, parse_options, require
 
 STARTS = ("random", "bad", "default")
 MAX_INNER_STEPS = 20  # non-evaluating actions (return to best) per suggestion
+WALK_PLOT = "walk.png"
 
 
 @dataclass(frozen=True)
@@ -231,6 +234,10 @@ class DQNSearcher(Searcher):
     def _action_used(self, name: str) -> bool:
         return name in ("best", "jump", "local") or name[:-2] in self.space.names
 
+    def write_artifacts(self, run_dir: Path) -> list[str]:
+        """The walk plot (``walk.png``), logged to the search's parent run."""
+        return [WALK_PLOT] if self.plot_walk(str(run_dir / WALK_PLOT)) else []
+
     def plot_walk(self, path: str) -> str | None:
         """Write a PNG of the walk through the boxes (one row per parameter); return path."""
         done = [(tid, r) for tid, r in self.trials.items()]
@@ -307,8 +314,11 @@ def budget_defaults(space: SearchSpace, budget_epochs: int) -> dict[str, Any]:
 
 
 def build(
-    space: SearchSpace, metric: str, mode: str, seed: int, options: dict[str, Any] | None
+    space: SearchSpace, metric: str, mode: str, seed: int, options: Mapping[str, Any] | None
 ) -> Searcher:
     """A :class:`DQNSearcher` over ``space`` using the shipped (or given) policy."""
     opts = parse_options(Options, "dqn", options)
     return DQNSearcher(space, metric, mode, seed=seed, options=opts)
+
+
+PLUGIN = StrategyPlugin(build=build, options=Options, budget_defaults=budget_defaults)

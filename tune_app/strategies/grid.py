@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ray.tune.search import Searcher
 
 from tune_app.spaces import SearchSpace
-from tune_app.strategies.base import parse_options, require
+from tune_app.strategies.base import StrategyPlugin, parse_options, require
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,11 @@ class BoxGridSearcher(Searcher):
 
 
 def build(
-    space: SearchSpace, metric: str, mode: str, seed: int, options: dict[str, Any] | None
+    space: SearchSpace, metric: str, mode: str, seed: int, options: Mapping[str, Any] | None
 ) -> Searcher:
     """A :class:`BoxGridSearcher` over ``space``."""
     opts = parse_options(Options, "grid", options)
     return BoxGridSearcher(space, metric, mode, seed=seed, shuffle=opts.shuffle)
+
+
+PLUGIN = StrategyPlugin(build=build, options=Options)

@@ -11,6 +11,7 @@ spread over brackets. With one bracket it is exactly ``asha``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy as np
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
 from tune_app.spaces import SearchSpace
-from tune_app.strategies.base import parse_options, require
+from tune_app.strategies.base import StrategyPlugin, parse_options, require
 
 
 @dataclass(frozen=True)
@@ -62,14 +63,14 @@ class SeededAsyncHyperBand(AsyncHyperBandScheduler):
             np.random.set_state(state)
 
 
-def min_epochs(space: SearchSpace, options: dict[str, Any] | None) -> int:
+def min_epochs(space: SearchSpace, options: Mapping[str, Any] | None) -> int:
     """The fewest epochs a trial can run under this scheduler."""
     parse_options(Options, "hyperband", options)
     return 1
 
 
 def build(
-    space: SearchSpace, metric: str, mode: str, seed: int, options: dict[str, Any] | None
+    space: SearchSpace, metric: str, mode: str, seed: int, options: Mapping[str, Any] | None
 ) -> TrialScheduler:
     """Async Hyperband over the epoch axis, up to the space's ``max_epochs``."""
     opts = parse_options(Options, "hyperband", options)
@@ -85,3 +86,6 @@ def build(
         reduction_factor=eta,
         brackets=brackets,
     )
+
+
+PLUGIN = StrategyPlugin(build=build, options=Options, min_epochs=min_epochs)

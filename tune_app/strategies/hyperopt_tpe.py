@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ray.tune.search import Searcher
 
 from tune_app.spaces import SearchSpace
-from tune_app.strategies.base import parse_options, require
+from tune_app.strategies.base import StrategyPlugin, parse_options, require
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class Options:
 
 
 def build(
-    space: SearchSpace, metric: str, mode: str, seed: int, options: dict[str, Any] | None
+    space: SearchSpace, metric: str, mode: str, seed: int, options: Mapping[str, Any] | None
 ) -> Searcher:
     """Ray's ``HyperOptSearch``."""
     from ray.tune.search.hyperopt import HyperOptSearch
@@ -47,3 +48,6 @@ def build(
         gamma=opts.gamma,
         random_state_seed=seed,
     )
+
+
+PLUGIN = StrategyPlugin(build=build, options=Options, warmup_option="n_initial_points")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ray.tune.search import Searcher
 
 from tune_app.spaces import SearchSpace
-from tune_app.strategies.base import parse_options, require
+from tune_app.strategies.base import StrategyPlugin, parse_options, require
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class Options:
 
 
 def build(
-    space: SearchSpace, metric: str, mode: str, seed: int, options: dict[str, Any] | None
+    space: SearchSpace, metric: str, mode: str, seed: int, options: Mapping[str, Any] | None
 ) -> Searcher:
     """Ray's ``OptunaSearch`` with a seeded ``TPESampler``."""
     import optuna
@@ -49,3 +50,6 @@ def build(
         mode=mode,
         sampler=sampler,
     )
+
+
+PLUGIN = StrategyPlugin(build=build, options=Options, warmup_option="n_startup_trials")

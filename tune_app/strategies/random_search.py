@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ray.tune.search import Searcher
 
 from tune_app.spaces import SearchSpace
-from tune_app.strategies.base import parse_options
+from tune_app.strategies.base import StrategyPlugin, parse_options
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,7 @@ class Options:
 
 
 def build(
-    space: SearchSpace, metric: str, mode: str, seed: int, options: dict[str, Any] | None
+    space: SearchSpace, metric: str, mode: str, seed: int, options: Mapping[str, Any] | None
 ) -> Searcher:
     """Ray's ``OptunaSearch`` driving Optuna's seeded ``RandomSampler``."""
     import optuna
@@ -31,3 +32,6 @@ def build(
         mode=mode,
         sampler=optuna.samplers.RandomSampler(seed=seed),
     )
+
+
+PLUGIN = StrategyPlugin(build=build, options=Options)

@@ -1,19 +1,29 @@
-"""The task interface: an objective = data + model builder + metrics.
+"""The objective contract: what every strategy tunes.
 
-A task turns a trial's configuration (searched hyperparameters merged with the
-space's ``fixed`` values) into train/validation datasets and a model. The
-shared training loop (:mod:`tune_app.tasks.loop`) does the rest: optimiser,
-epochs, distributed sharding, metrics, checkpoints.
+An :class:`Objective` has a name, the metrics it reports each epoch, and
+optional checks that run on the driver before anything starts. It comes in two
+kinds, and the training loop (:mod:`tune_app.tasks.loop`) tells them apart by
+type:
 
-Users tune their own models by subclassing :class:`ClassificationTask` (or
-:class:`Task`) and passing the object, or a ``"module:attr"`` reference, as
-``task=``.
+* a :class:`Task` trains a model. It turns a trial's configuration (searched
+  hyperparameters merged with the space's ``fixed`` values) into train/validation
+  datasets and a model. The shared training loop (:mod:`tune_app.tasks.loop`) does
+  the rest: optimiser, epochs, distributed sharding, metrics, checkpoints. Users
+  tune their own models by subclassing :class:`ClassificationTask` (or
+  :class:`Task`) and passing the object, or a ``"module:attr"`` reference, as
+  ``task=``.
+* a :class:`LookupObjective` computes or looks up the metric a trial would
+  report after each epoch (the known-optimum benchmarks of
+  :mod:`tune_app.benchmarks`): nothing to train, no data, no workers.
+
+:func:`check_numeric` is part of the contract: every reported metric is a number.
 """
 
 from __future__ import annotations
 
+import numbers
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -32,18 +42,68 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
-class Task(ABC):
-    """An objective the strategies tune.
+NON_NUMERIC = "reported a non-numeric value"
+
+
+def check_numeric(task: str, metrics: Mapping[str, Any], keys: Iterable[str] | None = None) -> None:
+    """Raise :class:`TaskError` naming the metric if one of ``metrics`` (or of its
+    ``keys``) is not a number; NaN/inf are numbers (they mark a diverged trial)."""
+    for key in metrics if keys is None else keys:
+        value = metrics.get(key)
+        if value is None or (isinstance(value, numbers.Real) and not isinstance(value, bool)):
+            continue
+        raise TaskError(
+            f"task {task!r} {NON_NUMERIC} for metric {key!r}: {str(value)[:80]!r} "
+            f"({type(value).__name__}); eval_metrics must return numbers "
+            f"(use float(...) or tensor.item())"
+        )
+
+
+class Objective(ABC):  # noqa: B024 (no abstract method: the two kinds below add theirs)
+    """What a strategy tunes: a name, the metrics reported each epoch, and checks.
+
+    Subclass :class:`Task` (trains a model) or :class:`LookupObjective` (the
+    metric is computed per epoch), never this class directly.
+    """
+
+    name: str = "task"
+    # Every name reported each epoch (a Task also reports ``train_loss``).
+    metrics: tuple[str, ...] = ("val_loss",)
+    # True: the objective reads files under ``config["data_dir"]``, which run_search
+    # resolves on the driver (--data-dir, $TUNE_APP_DATA) and ships to workers.
+    uses_data_dir: bool = False
+
+    def validate_config(self, config: Mapping[str, Any]) -> None:  # noqa: B027
+        """Raise :class:`TaskError` for options this objective cannot use (optional)."""
+
+    def check_data(self, config: Mapping[str, Any]) -> None:  # noqa: B027
+        """Raise :class:`TaskError` if the data is missing (driver side, before Ray starts)."""
+
+
+class LookupObjective(Objective):
+    """An objective whose per-epoch metric is computed, not trained.
+
+    The loop reports ``lookup(config, epoch)`` for epochs ``1..max_epochs`` under
+    the epoch budget; :attr:`optimum` (the best reachable value of :attr:`metric`)
+    makes results comparable as regret.
+    """
+
+    metric: str = "value"
+    mode: str = "min"
+    max_epochs: int = 1
+    optimum: float = 0.0
+
+    @abstractmethod
+    def lookup(self, config: Mapping[str, Any], epoch: int) -> dict[str, float]:
+        """What a trial of ``config`` reports after ``epoch`` epochs (1-based)."""
+
+
+class Task(Objective):
+    """An objective that trains a model: data, a model builder, a loss and metrics.
 
     Subclasses set :attr:`name` and :attr:`metrics` (every name the task reports
     each epoch, besides ``train_loss``) and implement the abstract methods.
     """
-
-    name: str = "task"
-    metrics: tuple[str, ...] = ("val_loss",)
-    # True: the task reads files under ``config["data_dir"]``, which run_search
-    # resolves on the driver (--data-dir, $TUNE_APP_DATA) and ships to workers.
-    uses_data_dir: bool = False
 
     @abstractmethod
     def load_data(self, config: Mapping[str, Any], seed: int) -> tuple[Dataset, Dataset]:
@@ -69,12 +129,6 @@ class Task(ABC):
     def eval_metrics(self, sums: Mapping[str, float], count: int) -> dict[str, float]:
         """Turn summed validation statistics over ``count`` samples into metrics."""
 
-    def validate_config(self, config: Mapping[str, Any]) -> None:  # noqa: B027
-        """Raise :class:`TaskError` for options this task cannot use (optional)."""
-
-    def check_data(self, config: Mapping[str, Any]) -> None:  # noqa: B027
-        """Raise :class:`TaskError` if the data is missing (driver side, before Ray starts)."""
-
 
 class ClassificationTask(Task):
     """A task trained with cross-entropy, reporting accuracy and loss."""
@@ -97,6 +151,19 @@ class ClassificationTask(Task):
         return {"val_accuracy": sums["correct"] / n, "val_loss": sums["loss"] / n}
 
 
+def build_on_meta(task: Task, config: Mapping[str, Any]) -> None:
+    """Build ``task``'s model on the meta device (no memory, no data): bad options fail early."""
+    with torch.device("meta"):
+        task.build_model(config)
+
+
+def activation_layer(name: str) -> type[nn.Module]:
+    """The activation module class called ``name``; :class:`TaskError` if unknown."""
+    if name not in ACTIVATIONS:
+        raise TaskError(f"unknown activation {name!r}; use one of {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
 def mlp(
     in_features: int,
     out_features: int,
@@ -106,8 +173,7 @@ def mlp(
     input_dropout: float = 0.0,
 ) -> nn.Sequential:
     """A fully connected network; raises :class:`TaskError` for bad options."""
-    if activation not in ACTIVATIONS:
-        raise TaskError(f"unknown activation {activation!r}; use one of {', '.join(ACTIVATIONS)}")
+    act = activation_layer(activation)
     if not hidden or any(int(h) < 1 for h in hidden):
         raise TaskError(f"hidden layer sizes must be >= 1 and at least one layer, got {hidden}")
     for label, p in (("dropout", dropout), ("input_dropout", input_dropout)):
@@ -118,7 +184,7 @@ def mlp(
         layers.append(nn.Dropout(input_dropout))
     width = in_features
     for h in hidden:
-        layers += [nn.Linear(width, int(h)), ACTIVATIONS[activation]()]
+        layers += [nn.Linear(width, int(h)), act()]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         width = int(h)
@@ -146,6 +212,18 @@ def scaled(units: Any, width_mult: Any, name: str = "width") -> int:
     if n < 1:
         raise TaskError(f"{name} must be >= 1, got {units!r}")
     return max(1, round(n * mult))
+
+
+def width_mult(config: Mapping[str, Any]) -> Any:
+    """The ``width_mult`` fidelity knob as given (default 1.0); :func:`scaled` checks it."""
+    return config.get("width_mult", 1.0)
+
+
+def scaled_sizes(config: Mapping[str, Any], sizes: Any, name: str = "hidden") -> list[int]:
+    """Layer sizes (a list, or one size) each scaled by the config's ``width_mult``."""
+    if isinstance(sizes, int | str):
+        sizes = [sizes]
+    return [scaled(s, width_mult(config), name) for s in sizes]
 
 
 class ImageInput(nn.Module):
@@ -181,8 +259,7 @@ def conv_net(
     ``channels`` has one entry per block; ``size`` is the input's height/width.
     Pooling rounds up, so any size >= 1 survives any depth.
     """
-    if activation not in ACTIVATIONS:
-        raise TaskError(f"unknown activation {activation!r}; use one of {', '.join(ACTIVATIONS)}")
+    act = activation_layer(activation)
     if not channels or any(int(c) < 1 for c in channels):
         raise TaskError(
             f"conv blocks need >= 1 channel each and at least one block, got {channels}"
@@ -195,7 +272,7 @@ def conv_net(
     for c in channels:
         layers += [
             nn.Conv2d(width, int(c), kernel_size=3, padding=1),
-            ACTIVATIONS[activation](),
+            act(),
             nn.MaxPool2d(2, ceil_mode=True),
         ]
         width = int(c)
@@ -205,7 +282,7 @@ def conv_net(
         layers.append(nn.Dropout(dropout))
     layers += [
         nn.Linear(width * size * size, int(hidden)),
-        ACTIVATIONS[activation](),
+        act(),
     ]
     if dropout > 0:
         layers.append(nn.Dropout(dropout))

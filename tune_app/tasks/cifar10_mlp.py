@@ -18,18 +18,15 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, TensorDataset
 from torchvision.datasets import CIFAR10
 
 from tune_app.errors import TaskError
-from tune_app.tasks.base import ClassificationTask, ImageInput, mlp, scaled
-from tune_app.tasks.data import cached, data_root, missing
-from tune_app.tasks.images import resize_uint8, resolution, split_indices
+from tune_app.tasks.base import ClassificationTask, mlp, scaled_sizes
+from tune_app.tasks.data import cached, missing
+from tune_app.tasks.images import ImageTask
 
-NATIVE = 32
 BASE = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
-MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
 
 
 class CIFAR10Batches(CIFAR10):
@@ -76,7 +73,7 @@ def load_cifar10(root: Path, train: bool = True) -> tuple[torch.Tensor, torch.Te
     return cached("cifar10", files, read, train)
 
 
-class CIFAR10MLP(ClassificationTask):
+class CIFAR10MLP(ImageTask, ClassificationTask):
     """10-class CIFAR-10 with the report's sigmoid MLP.
 
     Config keys: ``hidden`` (list of hidden sizes, default ``[100, 50]``),
@@ -88,46 +85,27 @@ class CIFAR10MLP(ClassificationTask):
     """
 
     name = "cifar10_mlp"
-    uses_data_dir = True
+    dataset = "cifar10"
+    native_side = 32
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+    out_features = 10
 
-    def check_data(self, config: Mapping[str, Any]) -> None:
-        """The batch files exist under the data directory."""
-        cifar10_files(data_root(config))
+    def files(self, root: Path) -> list[Path]:
+        """The batch files (see :func:`cifar10_files`)."""
+        return cifar10_files(root)
 
-    def validate_config(self, config: Mapping[str, Any]) -> None:
-        """Bad options fail before any data loads."""
-        resolution(config, NATIVE)
-        with torch.device("meta"):
-            self.build_model(config)
+    def images(self, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        """The 50,000 training images and labels."""
+        return load_cifar10(root)
 
-    def load_data(self, config: Mapping[str, Any], seed: int) -> tuple[Dataset, Dataset]:
-        """Seeded train/validation split of the CIFAR-10 training batches."""
-        root = data_root(config)
-        x, y = load_cifar10(root)
-        res = resolution(config, NATIVE)
-        if res != NATIVE:
-            x = cached(
-                "cifar10-res", [root / BASE / TRAIN_FILES[0]], lambda: resize_uint8(x, res), res
-            )
-        tr, va = split_indices(len(y), config.get("val_fraction", 0.1), seed)
-        return TensorDataset(x[tr], y[tr]), TensorDataset(x[va], y[va])
-
-    def build_model(self, config: Mapping[str, Any]) -> nn.Module:
-        """Normalise, flatten, ``3 * res * res`` x hidden... x 10."""
-        raw = config.get("hidden", [100, 50])
-        if isinstance(raw, int | str):
-            raw = [raw]
-        mult = config.get("width_mult", 1.0)
-        hidden = [scaled(h, mult, "hidden") for h in raw]
-        res = resolution(config, NATIVE)
-        return nn.Sequential(
-            ImageInput(MEAN, STD),
-            nn.Flatten(),
-            mlp(
-                3 * res * res,
-                10,
-                hidden,
-                activation=str(config.get("activation", "sigmoid")),
-                dropout=float(config.get("dropout", 0.0)),
-            ),
+    def layers(self, config: Mapping[str, Any], res: int, native: int) -> list[nn.Module]:
+        """Flatten, ``3 * res * res`` x hidden... x 10."""
+        hidden = scaled_sizes(config, config.get("hidden", [100, 50]))
+        net = mlp(
+            self.in_channels * res * res,
+            self.out_features,
+            hidden,
+            activation=str(config.get("activation", "sigmoid")),
+            dropout=float(config.get("dropout", 0.0)),
         )
+        return [nn.Flatten(), net]

@@ -33,9 +33,9 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from tune_app.errors import TaskError
-from tune_app.tasks.base import ClassificationTask, mlp, scaled
+from tune_app.tasks.base import ClassificationTask, build_on_meta, mlp, scaled_sizes
 from tune_app.tasks.data import cached, data_root, missing
-from tune_app.tasks.images import split_indices
+from tune_app.tasks.split import val_split
 
 N_CONTINUOUS, N_FEATURES, N_CLASSES = 10, 54, 7
 CSV_NAMES = ("covtype.data", "covtype.data.gz")
@@ -112,24 +112,20 @@ def load_covertype(root: Path) -> tuple[np.ndarray, np.ndarray]:
 def hidden_sizes(config: Mapping[str, Any]) -> list[int]:
     """Hidden layer sizes: ``hidden_sizes`` as given, else ``layers`` x ``hidden``
     shrinking by ``shrink`` per layer; scaled by ``width_mult``."""
-    mult = config.get("width_mult", 1.0)
-    given = config.get("hidden_sizes")
-    if given is not None:
-        if isinstance(given, int | str):
-            given = [given]
-        sizes = list(given)
-    else:
+    sizes = config.get("hidden_sizes")
+    if sizes is None:
         layers = int(config.get("layers", 2))
         if layers < 1:
             raise TaskError(f"layers must be >= 1 (at least one hidden layer), got {layers}")
         shrink = float(config.get("shrink", 1.0))
         if not 0.0 < shrink <= 1.0:
             raise TaskError(f"shrink must be in (0, 1], got {shrink}")
-        hidden = int(config.get("hidden", 128))
-        sizes = [max(1, round(hidden * shrink**i)) for i in range(layers)]
-    if not sizes:
+        width = int(config.get("hidden", 128))
+        sizes = [max(1, round(width * shrink**i)) for i in range(layers)]
+    hidden = scaled_sizes(config, sizes)
+    if not hidden:
         raise TaskError("hidden_sizes must list at least one layer, got []")
-    return [scaled(h, mult, "hidden") for h in sizes]
+    return hidden
 
 
 class CovertypeMLP(ClassificationTask):
@@ -152,13 +148,12 @@ class CovertypeMLP(ClassificationTask):
 
     def validate_config(self, config: Mapping[str, Any]) -> None:
         """Bad options fail before any data loads."""
-        with torch.device("meta"):
-            self.build_model(config)
+        build_on_meta(self, config)
 
     def load_data(self, config: Mapping[str, Any], seed: int) -> tuple[Dataset, Dataset]:
         """Seeded split; continuous columns standardised on the training part."""
         x_all, y_all = load_covertype(data_root(config))
-        tr, va = split_indices(len(y_all), config.get("val_fraction", 0.1), seed)
+        tr, va = val_split(config, len(y_all), seed)
         x = torch.from_numpy(x_all)
         y = torch.from_numpy(y_all)
         x_tr, x_va = x[tr].clone(), x[va].clone()

@@ -44,10 +44,13 @@ _cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 _lock = threading.Lock()
 
 
+def _default_dir() -> str:
+    return os.environ.get(ENV_VAR) or str(DEFAULT_DATA_DIR)
+
+
 def data_root(config: Mapping[str, Any]) -> Path:
     """The data directory for a trial's config (see the module docstring)."""
-    raw = config.get("data_dir") or os.environ.get(ENV_VAR) or str(DEFAULT_DATA_DIR)
-    return Path(str(raw)).expanduser()
+    return Path(str(config.get("data_dir") or _default_dir())).expanduser()
 
 
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None, fixed: Mapping[str, Any]) -> str:
@@ -56,7 +59,7 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None, fixed: Mapping[str
     ``data_dir`` (the ``--data-dir`` flag) wins over the space file's
     ``fixed.data_dir``, which wins over ``$TUNE_APP_DATA`` and the default.
     """
-    raw = data_dir or fixed.get("data_dir") or os.environ.get(ENV_VAR) or str(DEFAULT_DATA_DIR)
+    raw = data_dir or fixed.get("data_dir") or _default_dir()
     return str(Path(str(raw)).expanduser().resolve())
 
 

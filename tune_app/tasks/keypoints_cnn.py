@@ -26,15 +26,14 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset, TensorDataset
 
 from tune_app.errors import TaskError
-from tune_app.tasks.base import ImageInput, Task, conv_net, scaled
-from tune_app.tasks.data import cached, data_root, missing
-from tune_app.tasks.images import resize_uint8, resolution, split_indices
+from tune_app.tasks.data import cached, missing
+from tune_app.tasks.images import ConvImageTask
 from tune_app.tasks.keypoints_synth import COLUMNS, CSV_NAME, KEYPOINTS
 
 N_OUT = 2 * len(KEYPOINTS)
+HUBER_PX = 1.0  # smooth L1: quadratic within this many pixels, linear beyond
 
 
 def _folder(root: Path) -> Path:
@@ -127,74 +126,52 @@ class PixelHead(nn.Module):
         return (x + 0.5) * self.size - 0.5
 
 
-class KeypointsCNN(Task):
+class KeypointsCNN(ConvImageTask):
     """Regress (x, y) of the wrist, palm centre, thumb tip and index tip.
 
-    Config keys: ``channels`` (filters of the first block, doubling per block),
-    ``blocks`` (1-5), ``hidden`` (dense units), ``dropout``, ``activation``.
-    Loss: smooth L1 (Huber, 1 px) on pixel coordinates. Fidelity knobs:
-    ``data_fraction``, ``resolution`` (side length, 4..native), ``width_mult``.
-    Data: ``data_dir``, ``val_fraction``.
+    Config keys: see :class:`~tune_app.tasks.images.ConvImageTask` (``blocks``
+    1-5, default 3; ``channels`` default 16). Loss: smooth L1 (Huber, 1 px) on
+    pixel coordinates. Fidelity knobs: ``data_fraction``, ``resolution`` (side
+    length, 4..native), ``width_mult``. Data: ``data_dir``, ``val_fraction``
+    (default 0.2).
     """
 
     name = "keypoints_cnn"
     metrics = ("val_mae", "val_loss")
-    uses_data_dir = True
+    dataset = "keypoints"
+    mean, std = (0.5,), (0.25,)
+    out_features = N_OUT
+    val_fraction = 0.2
+    blocks, max_blocks, channels = 3, 5, 16
 
-    def check_data(self, config: Mapping[str, Any]) -> None:
-        """The CSV and its first image exist and are readable."""
-        native_size(data_root(config))
+    def native(self, root: Path) -> int:
+        """Side length of the images in the folder."""
+        return native_size(root)
 
-    def validate_config(self, config: Mapping[str, Any]) -> None:
-        """Bad options fail before the images load."""
-        size = native_size(data_root(config))
-        resolution(config, size)
-        with torch.device("meta"):
-            self.build_model(config)
+    def files(self, root: Path) -> list[Path]:
+        """The CSV, after checking it and its first image are readable."""
+        native_size(root)
+        return [_folder(root) / CSV_NAME]
 
-    def load_data(self, config: Mapping[str, Any], seed: int) -> tuple[Dataset, Dataset]:
-        """Seeded train/validation split, images at ``resolution``."""
-        root = data_root(config)
-        x, y = load_keypoints(root)
-        size = native_size(root)
-        res = resolution(config, size)
-        if res != size:
-            csv_path = root / "keypoints" / CSV_NAME
-            x = cached("keypoints-res", [csv_path], lambda: resize_uint8(x, res), res)
-        tr, va = split_indices(len(y), config.get("val_fraction", 0.2), seed)
-        return TensorDataset(x[tr], y[tr]), TensorDataset(x[va], y[va])
+    def images(self, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every labelled image and its key points in pixels."""
+        return load_keypoints(root)
 
-    def build_model(self, config: Mapping[str, Any]) -> nn.Module:
+    def layers(self, config: Mapping[str, Any], res: int, native: int) -> list[nn.Module]:
         """Conv/pool blocks, a dense layer, 8 outputs mapped to pixels."""
-        size = native_size(data_root(config))
-        blocks = int(config.get("blocks", 3))
-        if not 1 <= blocks <= 5:
-            raise TaskError(f"blocks must be in 1..5 (conv/pool blocks), got {blocks}")
-        mult = config.get("width_mult", 1.0)
-        first = scaled(config.get("channels", 16), mult, "channels")
-        return nn.Sequential(
-            ImageInput([0.5], [0.25]),
-            conv_net(
-                1,
-                resolution(config, size),
-                [first * 2**i for i in range(blocks)],
-                N_OUT,
-                hidden=scaled(config.get("hidden", 128), mult, "hidden"),
-                activation=str(config.get("activation", "relu")),
-                dropout=config.get("dropout", 0.0),
-            ),
-            PixelHead(size),
-        )
+        return [*super().layers(config, res, native), PixelHead(native)]
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Huber loss in pixels (quadratic within 1 px, linear beyond)."""
-        return nn.functional.smooth_l1_loss(output, target, beta=1.0)
+        return nn.functional.smooth_l1_loss(output, target, beta=HUBER_PX)
 
     def eval_sums(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         """Summed absolute error (pixels) and summed Huber loss over all coordinates."""
         return {
             "abs": float((output - target).abs().sum()),
-            "loss": float(nn.functional.smooth_l1_loss(output, target, beta=1.0, reduction="sum")),
+            "loss": float(
+                nn.functional.smooth_l1_loss(output, target, beta=HUBER_PX, reduction="sum")
+            ),
         }
 
     def eval_metrics(self, sums: Mapping[str, float], count: int) -> dict[str, float]:

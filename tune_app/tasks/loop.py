@@ -28,10 +28,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from tune_app.budget import wait_for_epoch
 from tune_app.errors import TaskError
-from tune_app.tasks.base import Task
-from tune_app.tracking import check_numeric
+from tune_app.run.budget import wait_for_epoch
+from tune_app.tasks.base import LookupObjective, Objective, Task, check_numeric
 
 # Train V2 polls its workers every 2 s by default, which dominates short trials;
 # these apply in the trial process and are propagated to Train's controller.
@@ -48,7 +47,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 class TrialSpec:
     """Everything a trial needs besides its hyperparameters."""
 
-    task: Task
+    task: Objective
     seed: int
     max_epochs: int
     fixed: Mapping[str, Any] = field(default_factory=dict)
@@ -124,8 +123,8 @@ def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
     from ray import tune
 
     trial_id = tune.get_context().get_trial_id() or "trial"
-    if hasattr(spec.task, "lookup"):  # a benchmark: nothing to train, no workers needed
-        look_up(config, spec, trial_id, _TuneReporter())
+    if isinstance(spec.task, LookupObjective):  # nothing to train, no workers needed
+        look_up(config, spec.task, spec, trial_id, _TuneReporter())
         return
     if spec.num_workers == 0:
         train(config, spec, trial_id, _TuneReporter())
@@ -161,19 +160,22 @@ def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
 
 
 def look_up(
-    hparams: Mapping[str, Any], spec: TrialSpec, trial_id: str, reporter: _Reporter
+    hparams: Mapping[str, Any],
+    objective: LookupObjective,
+    spec: TrialSpec,
+    trial_id: str,
+    reporter: _Reporter,
 ) -> None:
-    """Report a lookup benchmark's stored/computed curve epoch by epoch, under the budget."""
+    """Report a lookup objective's stored/computed curve epoch by epoch, under the budget."""
     import ray
 
     config = {**spec.fixed, **hparams}
-    lookup = spec.task.lookup  # type: ignore[attr-defined]
     node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
     for epoch in range(1, spec.max_epochs + 1):
         if spec.ledger is not None and not wait_for_epoch(spec.ledger, trial_id, epoch):
             return
-        metrics = lookup(config, epoch)
-        check_numeric(spec.task.name, metrics)
+        metrics = objective.lookup(config, epoch)
+        check_numeric(objective.name, metrics)
         diverged = not all(math.isfinite(v) for v in metrics.values())
         reporter.report(
             {**metrics, "epoch": epoch, "diverged": int(diverged), "node_id": node_id}, None
@@ -234,6 +236,8 @@ def train(hparams: Mapping[str, Any], spec: TrialSpec, trial_id: str, reporter: 
 
     config = {**spec.fixed, **hparams}
     task = spec.task
+    if not isinstance(task, Task):
+        raise TaskError(f"{task.name} is a lookup objective: it has no model to train")
     task.validate_config(config)
     torch.manual_seed(spec.seed)
     device = _device(spec, reporter)

@@ -24,25 +24,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 JOURNAL = "journal.jsonl"
-MANIFEST = "run.json"
-
-
-def redact_uri(uri: str) -> str:
-    """``uri`` with any password replaced by ``***`` (safe to log and to store)."""
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return uri
-    if parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 class Journal:
@@ -121,7 +104,7 @@ class Outbox:
 
     Args:
         journal: the run's journal (events are appended by :meth:`submit`).
-        tracker: a :class:`tune_app.tracking.Tracker`, or None (offline).
+        tracker: a :class:`tune_app.tracking.store.Tracker`, or None (offline).
         parent: the search run's MLflow run id.
         metric: the search metric (the parent logs ``best_<metric>``).
     """
@@ -347,7 +330,7 @@ class Outbox:
 
     def _send_finish(self, event: dict[str, Any], verify: bool) -> None:
         run_dir = self.journal.path.parent
-        for name in ("trials.parquet", "history.parquet", "walk.png"):
+        for name in event.get("artifacts") or ():  # files in the run directory
             if (run_dir / name).exists():
                 self.tracker.log_artifact(self.parent, run_dir / name)
         spent = int(event["spent"])

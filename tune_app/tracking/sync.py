@@ -1,7 +1,7 @@
 """``tune-app sync RUN_DIR``: send the MLflow writes a run could not deliver.
 
 While the tracking server was down, a search kept every trial event in its
-journal (:mod:`tune_app.outbox`). ``sync`` replays the events MLflow never
+journal (:mod:`tune_app.tracking.outbox`). ``sync`` replays the events MLflow never
 acknowledged, checking first what MLflow already holds, so running it twice (or
 after a partly successful attempt) logs nothing twice. No Ray is needed.
 """
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tune_app.errors import ConfigError
-from tune_app.outbox import JOURNAL, Journal, Outbox
-from tune_app.resume import Manifest, locate
+from tune_app.run.resume import Manifest, locate
+from tune_app.tracking.outbox import JOURNAL, Journal, Outbox
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def sync(
     run_dir: str | Path, tracking_uri: str | None = None, timeout_s: float = 30.0
 ) -> SyncReport:
     """Replay the unacknowledged journal events of ``run_dir`` into MLflow."""
-    from tune_app.tracking import Tracker
+    from tune_app.tracking.store import Tracker
 
     path = locate(run_dir)
     manifest = Manifest.load(path)

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from tune_app.errors import ConfigError
-from tune_app.tasks.base import Task
+from tune_app.tasks.base import Objective, Task
 from tune_app.tasks.loop import TrialSpec, train
 
 
@@ -103,12 +103,13 @@ def _run_all(jobs: Sequence[tuple[Task, Mapping[str, Any], int, int]]) -> list[d
     return list(ray.get([remote.remote(*job) for job in jobs]))
 
 
-def _check_trainable(task: Task) -> None:
-    if hasattr(task, "lookup"):
+def _check_trainable(task: Objective) -> Task:
+    if not isinstance(task, Task):
         raise ConfigError(
             f"{task.name} is a lookup benchmark with no data to re-train; "
             f"cross-validation and with/without runs need a real task"
         )
+    return task
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ def _plain(v: Any) -> Any:
 
 
 def cross_validate(
-    task: Task,
+    task: Objective,
     candidates: Sequence[Finalist],
     fixed: Mapping[str, Any],
     metric: str,
@@ -156,7 +157,7 @@ def cross_validate(
     seed: int = 0,
 ) -> pd.DataFrame:
     """F-fold cross-validation of each candidate: one row per config with mean and std."""
-    _check_trainable(task)
+    task = _check_trainable(task)
     if folds < 2:
         raise ConfigError(f"--folds must be >= 2, got {folds}")
     jobs = [
@@ -188,7 +189,7 @@ def _short(v: Any) -> str:
 
 
 def with_without(
-    task: Task,
+    task: Objective,
     best: Mapping[str, Any],
     default: Mapping[str, Any],
     fixed: Mapping[str, Any],
@@ -204,7 +205,7 @@ def with_without(
     """
     from scipy.stats import wilcoxon
 
-    _check_trainable(task)
+    task = _check_trainable(task)
     if repeats < 2:
         raise ConfigError(f"--with-without needs >= 2 repeats, got {repeats}")
     jobs = [(task, {**fixed, **cfg}, s, epochs) for s in range(repeats) for cfg in (best, default)]

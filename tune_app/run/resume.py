@@ -4,7 +4,7 @@ A run directory holds everything needed to continue:
 
 * ``run.json`` — the run's arguments and its MLflow parent run (the *manifest*);
 * ``journal.jsonl`` — every trial, epoch result and trial end, in order
-  (:mod:`tune_app.outbox`), plus the trial id -> MLflow child run mapping;
+  (:mod:`tune_app.tracking.outbox`), plus the trial id -> MLflow child run mapping;
 * ``tune/`` — Ray Tune's experiment state: trials, their checkpoints and the
   searcher's state (grid position, Optuna/HyperOpt history).
 
@@ -28,42 +28,57 @@ from typing import Any
 from ray.tune.search import Searcher
 
 from tune_app.errors import ConfigError
-from tune_app.outbox import MANIFEST
+from tune_app.run import live
+from tune_app.run.request import SearchRequest, same_search_fields
 from tune_app.strategies.base import GuardedSearcher
+from tune_app.tracking.callback import TrackingCallback
 
-MANIFEST_VERSION = 1
+MANIFEST = "run.json"
+MANIFEST_VERSION = 2
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass
 class Manifest:
-    """The arguments of a search run, stored as ``run.json`` in its directory."""
+    """A search run's request and identity, stored as ``run.json`` in its directory.
 
-    strategy: str
-    scheduler: str | None
-    space: str
+    ``request`` holds the stored fields of its :class:`SearchRequest` (the space
+    as an absolute path, the task as a reference, the tracking URI redacted).
+    """
+
+    request: dict[str, Any]
     space_digest: str
-    task: str | None
-    budget_epochs: int
-    max_trials: int | None
-    time_budget_s: float | None
-    seed: int
-    num_workers: int
-    gpus_per_worker: float | None
-    cpus_per_worker: float
-    max_concurrent: int | None
-    max_failures: int
-    experiment: str
-    tracking_uri: str
-    strategy_options: dict[str, Any] = field(default_factory=dict)
-    scheduler_options: dict[str, Any] = field(default_factory=dict)
+    metric: str = ""
+    run_name: str = ""
     parent_run_id: str = ""
     experiment_id: str = ""
-    run_name: str = ""
-    metric: str = ""
-    data_dir: str | None = None
     status: str = "RUNNING"
     version: int = MANIFEST_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def experiment(self) -> str:
+        """The run's MLflow experiment name."""
+        return str(self.request["experiment"])
+
+    @property
+    def tracking_uri(self) -> str:
+        """The run's tracking URI (a password in it is stored as ``***``)."""
+        return str(self.request["tracking_uri"])
+
+    @property
+    def seed(self) -> int:
+        """The run's seed."""
+        return int(self.request["seed"])
+
+    @property
+    def budget_epochs(self) -> int:
+        """The run's epoch budget."""
+        return int(self.request["budget_epochs"])
+
+    def to_request(self, **changes: Any) -> SearchRequest:
+        """The stored request, with ``changes`` (resume supplies the live options)."""
+        return SearchRequest.from_stored(self.request, **changes)
 
     def save(self, run_dir: Path) -> None:
         """Write atomically (a crash leaves the old or the new file, never half)."""
@@ -77,28 +92,32 @@ class Manifest:
         path = run_dir / MANIFEST
         try:
             data = json.loads(path.read_text())
-            return cls(**data)
         except FileNotFoundError:
             raise ConfigError(
                 f"{run_dir} is not a tune_app run directory (no {MANIFEST})"
             ) from None
-        except (json.JSONDecodeError, TypeError) as exc:
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path} is unreadable ({exc}); cannot resume this run") from None
+        if not isinstance(data, dict) or data.get("version") != MANIFEST_VERSION:
+            raise ConfigError(
+                f"{path} was written by another tune_app version (manifest version "
+                f"{data.get('version') if isinstance(data, dict) else '?'}, this one reads "
+                f"{MANIFEST_VERSION}); start a new run"
+            )
+        try:
+            return cls(**data)
+        except TypeError as exc:
             raise ConfigError(f"{path} is unreadable ({exc}); cannot resume this run") from None
 
     def same_search(self, other: Manifest) -> list[str]:
-        """Names of the arguments that differ between two searches (empty: same)."""
-        keys = (
-            "strategy",
-            "scheduler",
-            "space_digest",
-            "task",
-            "budget_epochs",
-            "max_trials",
-            "seed",
-            "strategy_options",
-            "scheduler_options",
-        )
-        return [k for k in keys if getattr(self, k) != getattr(other, k)]
+        """Names of the options that differ between two searches (empty: same)."""
+        differ = [k for k in same_search_fields() if k != "space" and self._get(k) != other._get(k)]
+        if self.space_digest != other.space_digest:
+            differ.insert(0, "space")
+        return differ
+
+    def _get(self, key: str) -> Any:
+        return self.request.get(key)
 
 
 def locate(target: str | Path, tracking_uri: str | None = None) -> Path:
@@ -113,16 +132,11 @@ def locate(target: str | Path, tracking_uri: str | None = None) -> Path:
         raise ConfigError(
             f"{text!r} is neither a run directory nor an MLflow run id (32 hex digits)"
         )
-    from mlflow.tracking import MlflowClient
+    from tune_app.tracking.store import Reader
 
-    from tune_app.tracking import check_reachable, resolve_tracking_uri
-
-    uri = resolve_tracking_uri(tracking_uri)
-    check_reachable(uri)
-    try:
-        run = MlflowClient(uri).get_run(text)
-    except Exception:
-        raise ConfigError(f"MLflow has no run {text}; pass the run directory instead") from None
+    run = Reader(tracking_uri).get_run(text)
+    if run is None:
+        raise ConfigError(f"MLflow has no run {text}; pass the run directory instead")
     run_dir = run.data.tags.get("tune_app.run_dir")
     if not run_dir:
         raise ConfigError(f"MLflow run {text} is not a tune_app search run")
@@ -150,16 +164,25 @@ def same_config(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 class ResumableSearcher(GuardedSearcher):
     """:class:`GuardedSearcher` that maps re-suggested orphan trials back to
-    their first trial id (see the module docstring)."""
+    their first trial id (see the module docstring).
 
-    def __init__(self, searcher: Searcher, ledger: Any, recorder: Any = None) -> None:
+    Tune pickles it into the experiment state; it finds the live driver's
+    recorder by ``key`` (:mod:`tune_app.run.live`), so a restored copy works too.
+    """
+
+    def __init__(self, searcher: Searcher, ledger: Any, key: str) -> None:
         super().__init__(searcher, ledger)
-        self.recorder = recorder
+        self.key = key
+
+    @property
+    def recorder(self) -> TrackingCallback:
+        """The live driver's tracking callback."""
+        return live.lookup(self.key).recorder
 
     def suggest(self, trial_id: str) -> Any:
         """The wrapped searcher's next config; re-suggested orphans keep their record."""
         config = super().suggest(trial_id)
-        orphans = self.recorder.state.orphans if self.recorder is not None else []
+        orphans = self.recorder.state.orphans
         if not orphans or not isinstance(config, dict):
             return config
         old_id, old_config = orphans[0]
@@ -173,13 +196,8 @@ class ResumableSearcher(GuardedSearcher):
             drop_orphans(self.recorder, self.ledger)
         return config
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["recorder"] = None  # Tune pickles its config; the recorder is re-attached
-        return state
 
-
-def drop_orphans(recorder: Any, ledger: Any) -> None:
+def drop_orphans(recorder: TrackingCallback, ledger: Any) -> None:
     """Close every orphan still waiting: its recorded epochs stay, the rest is freed."""
     import ray
 
@@ -190,7 +208,7 @@ def drop_orphans(recorder: Any, ledger: Any) -> None:
         ray.get(ledger.settle.remote(tid, recorder.state.trials[tid].epochs))
 
 
-def reconcile(recorder: Any, ledger: Any, trials: list[Any], max_epochs: int) -> None:
+def reconcile(recorder: TrackingCallback, ledger: Any, trials: list[Any], max_epochs: int) -> None:
     """First step after a resume: find orphans, and hold for every unfinished
     trial the epoch the dead driver had granted it."""
     import ray
@@ -204,10 +222,10 @@ def reconcile(recorder: Any, ledger: Any, trials: list[Any], max_epochs: int) ->
     for tid, trial in restored.items():
         if trial.status in ("TERMINATED", "ERROR"):
             continue
-        rec = state.trials.get(tid)
-        if rec is not None and rec.ended:
+        known = state.trials.get(tid)
+        if known is not None and known.ended:
             continue
-        done = rec.epochs if rec is not None else 0
+        done = known.epochs if known is not None else 0
         if done < max_epochs:
             holds.append(ledger.reserve.remote(tid, done + 1))
     ray.get(holds)

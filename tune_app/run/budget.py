@@ -29,7 +29,9 @@ import ray
 from ray import tune
 from ray.tune.schedulers import TrialScheduler
 
-from tune_app.ledger import GRANTED, REFUSED, WAIT, EpochLedger
+from tune_app.errors import ConfigError
+from tune_app.run.ledger import GRANTED, REFUSED, WAIT, EpochLedger
+from tune_app.tasks.base import check_numeric
 
 __all__ = ["GRANTED", "REFUSED", "WAIT", "EpochLedger"]
 
@@ -68,17 +70,30 @@ class LedgerRef:
         ray.kill(self.handle())
 
 
-def start_ledger(budget: int, lockstep: bool = False) -> LedgerRef:
-    """Start the ledger as a zero-CPU named Ray actor and return a reference to it."""
-    import uuid
+def start_ledger(key: str, budget: int, lockstep: bool = False, wait_s: float = 30.0) -> LedgerRef:
+    """Start run ``key``'s ledger as a zero-CPU named Ray actor; return a reference.
 
-    name = f"epoch-ledger-{uuid.uuid4().hex}"
-    actor = (
-        ray.remote(num_cpus=0)(EpochLedger)
-        .options(name=name, namespace=LEDGER_NAMESPACE)
-        .remote(budget, lockstep)
-    )
-    return LedgerRef(name, actor)
+    The name is the run's, so the searcher and scheduler that Tune restores after a
+    driver crash reach the new driver's ledger. A dead driver's ledger is reaped by
+    Ray within seconds; while its name is still taken, this waits up to ``wait_s``.
+    """
+    name = f"epoch-ledger-{key}"
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            actor = (
+                ray.remote(num_cpus=0)(EpochLedger)
+                .options(name=name, namespace=LEDGER_NAMESPACE)
+                .remote(budget, lockstep)
+            )
+            return LedgerRef(name, actor)
+        except ValueError:  # the name is taken
+            if time.monotonic() > deadline:
+                raise ConfigError(
+                    f"run {key} already has a live epoch ledger: another driver is running "
+                    f"this search; wait for it to end or stop it first"
+                ) from None
+            time.sleep(0.5)
 
 
 def wait_for_epoch(ledger: Any, trial_id: str, epoch: int, timeout_s: float = 3600.0) -> bool:
@@ -159,8 +174,6 @@ class DecisionTap(TrialScheduler):
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         """Forward, and tell the ledger what was decided for this epoch."""
-        from tune_app.tracking import check_numeric
-
         check_numeric(self.task, result, (self.scheduler.metric,))  # before it compares
         decision: str = self.scheduler.on_trial_result(tune_controller, trial, result)
         if "epoch" in result:

@@ -1,4 +1,4 @@
-"""The epoch ledger actor (see :mod:`tune_app.budget`).
+"""The epoch ledger actor (see :mod:`tune_app.run.budget`).
 
 Kept free of Ray Tune, torch and the rest of the package: its Ray worker process
 starts in well under a second, and the first trial waits for it.

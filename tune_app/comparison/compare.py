@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -11,23 +10,17 @@ from typing import Any
 
 import pandas as pd
 
-from tune_app import report, tasks
 from tune_app import strategies as registry
-from tune_app.api import (
-    SearchResult,
-    _check_budget,
-    _check_options,
-    _check_resources,
-    _load_space,
-    run_search,
-)
+from tune_app import tasks
+from tune_app.comparison import report
+from tune_app.comparison.finalists import cross_validate, finalists
+from tune_app.comparison.finalists import with_without as with_without_tuning
 from tune_app.errors import ConfigError
-from tune_app.finalists import cross_validate, finalists
-from tune_app.finalists import with_without as with_without_tuning
+from tune_app.run.driver import SearchResult
+from tune_app.run.request import DEFAULT_SPACE, SearchPlan, SearchRequest
 from tune_app.spaces import SearchSpace
-from tune_app.strategies.base import parse_options
-from tune_app.tasks.base import Task
-from tune_app.tracking import Tracker, resolve_tracking_uri
+from tune_app.tasks.base import LookupObjective, Objective
+from tune_app.tracking.store import Tracker, resolve_tracking_uri
 
 
 @dataclass
@@ -53,12 +46,7 @@ def fairness_warnings(
         strat = registry.resolve(name, search_kwargs.get("scheduler"))
         per_trial = registry.min_trial_epochs(strat, space, search_kwargs.get("scheduler_options"))
         full_trials = budget_epochs // space.max_epochs
-        module = importlib.import_module(registry.REGISTRY[strat.searcher].module)
-        opts_cls = getattr(module, "Options", None)
-        if opts_cls is None:
-            continue
-        opts = parse_options(opts_cls, strat.searcher, search_kwargs.get("strategy_options"))
-        warmup = getattr(opts, "n_startup_trials", None) or getattr(opts, "n_initial_points", None)
+        warmup = registry.warmup_trials(strat.searcher, search_kwargs.get("strategy_options"))
         if warmup and warmup * per_trial >= budget_epochs:
             out.append(
                 f"{strat.label}: its {warmup} random start-up trials use the whole budget of "
@@ -75,13 +63,9 @@ def fairness_warnings(
 
 def compare(
     strategies: Sequence[str] | None = None,
-    space: str | Path | SearchSpace = "search_spaces/digits_mlp.yaml",
+    space: str | Path | SearchSpace = DEFAULT_SPACE,
     *,
     seeds: Iterable[int] = (0,),
-    budget_epochs: int = 24,
-    tracking_uri: str | None = None,
-    experiment: str | None = None,
-    verbose: bool = True,
     baseline: str = "random",
     report_dir: str | Path | None = None,
     heatmap: tuple[str, str] | None = None,
@@ -95,12 +79,14 @@ def compare(
 ) -> Comparison:
     """Run every strategy for every seed on the same space and budget, then report.
 
-    All search runs nest under one MLflow "comparison" parent run; the report
-    (:mod:`tune_app.report`) is written to ``report_dir`` (default: next to the
-    search runs) and logged to the parent run as artifacts. ``cv_top`` > 0
-    cross-validates each strategy's best configs on ``folds`` folds;
+    ``search_kwargs`` are the fields of :class:`~tune_app.run.request.SearchRequest`
+    (``budget_epochs``, ``tracking_uri``, ``num_workers``, ...), the same for every
+    search. All search runs nest under one MLflow "comparison" parent run; the
+    report (:mod:`tune_app.comparison.report`) is written to ``report_dir``
+    (default: next to the search runs) and logged to the parent run as artifacts.
+    ``cv_top`` > 0 cross-validates each strategy's best configs on ``folds`` folds;
     ``with_without`` > 0 trains the overall best and the default config that many
-    times each. ``search_kwargs`` go to :func:`run_search` unchanged.
+    times each.
     """
     names = list(strategies or registry.names())
     seeds = list(seeds)
@@ -108,29 +94,18 @@ def compare(
         raise ConfigError("compare needs at least one strategy and one seed")
     if len(set(names)) != len(names):
         raise ConfigError(f"--strategies lists a strategy twice: {','.join(names)}")
-    sp = _load_space(space)
-    for name in names:  # validate everything before the first search starts
-        strat = registry.resolve(name, search_kwargs.get("scheduler"))
-        _check_budget(
-            strat,
-            sp,
-            budget_epochs,
-            search_kwargs.get("max_trials"),
-            search_kwargs.get("time_budget_s"),
-            search_kwargs.get("scheduler_options"),
-        )
-        _check_options(strat, sp, search_kwargs)
-    _check_resources(
-        search_kwargs.get("num_workers", 1),
-        search_kwargs.get("gpus_per_worker"),
-        search_kwargs.get("cpus_per_worker", 1.0),
-        search_kwargs.get("max_concurrent"),
-        search_kwargs.get("max_failures", 1),
-    )
+    for key in ("strategy", "seed", "parent_run_id"):
+        if key in search_kwargs:
+            raise ConfigError(f"compare sets {key!r} itself; pass strategies and seeds instead")
+    base = SearchRequest.make(space=space, **search_kwargs)
+    # Every (strategy, seed) is validated and built before the first search starts.
+    plans = [[base.replace(strategy=n, seed=seed).plan() for n in names] for seed in seeds]
+    first = plans[0][0]
+    sp, the_task = first.space, first.objective
+    base = base.replace(space=sp)
     if cv_top < 0 or with_without < 0:
         raise ConfigError("--cv-top and --with-without must be >= 0")
-    the_task = tasks.resolve(search_kwargs.get("task") or sp.task)
-    if (cv_top or with_without) and hasattr(the_task, "lookup"):
+    if (cv_top or with_without) and isinstance(the_task, LookupObjective):
         raise ConfigError(
             f"{the_task.name} is a lookup benchmark: --cv-top/--with-without need a task "
             f"that trains"
@@ -142,19 +117,19 @@ def compare(
                     f"--heatmap parameter {p!r} is not in {sp.source}; pick two of "
                     f"{', '.join(sp.names)}"
                 )
-    if optimum is None and hasattr(the_task, "optimum") and hasattr(the_task, "lookup"):
+    if optimum is None and isinstance(the_task, LookupObjective):
         optimum = float(the_task.optimum)
-    warnings = fairness_warnings(names, sp, budget_epochs, search_kwargs)
+    warnings = fairness_warnings(names, sp, base.budget_epochs, search_kwargs)
     for w in warnings:
         print(f"[compare] warning: {w}", flush=True)
-    uri = resolve_tracking_uri(tracking_uri)
-    tracker = Tracker(uri, experiment or f"{the_task.name}-{sp.name}")
+    uri = resolve_tracking_uri(base.tracking_uri)
+    tracker = Tracker(uri, first.experiment)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     title = f"compare-{sp.name}-{stamp}"
     params: dict[str, Any] = {
         "strategies": ",".join(names),
         "seeds": ",".join(map(str, seeds)),
-        "budget_epochs": budget_epochs,
+        "budget_epochs": base.budget_epochs,
         "space": sp.name,
         "baseline": baseline,
     }
@@ -177,35 +152,19 @@ def compare(
     out_dir = (
         Path(report_dir)
         if report_dir
-        else (
-            Path(search_kwargs.get("storage_path") or "tune_runs").resolve()
-            / tracker.experiment
-            / title
-        )
+        else Path(base.storage_path or "tune_runs").resolve() / tracker.experiment / title
     )
     try:
-        for seed in seeds:
-            for name in names:
-                comparison.results.append(
-                    run_search(
-                        name,
-                        sp,
-                        seed=seed,
-                        budget_epochs=budget_epochs,
-                        tracking_uri=uri,
-                        experiment=tracker.experiment,
-                        parent_run_id=parent,
-                        verbose=verbose,
-                        **search_kwargs,
-                    )
-                )
+        for row in plans:
+            for plan in row:
+                comparison.results.append(_run(plan, uri, tracker.experiment, parent))
         status = "FINISHED"
     finally:
         if comparison.results:
             tracker.log_frame(parent, comparison.table(), "comparison.parquet")
             if status == "FINISHED":
                 extra = _second_opinions(
-                    comparison, the_task, sp, cv_top, folds, cv_epochs, with_without, search_kwargs
+                    comparison, the_task, sp, cv_top, folds, cv_epochs, with_without, base
                 )
                 comparison.report_path = _report(
                     comparison,
@@ -220,28 +179,37 @@ def compare(
                     extra,
                     warnings,
                 )
-                if verbose:
+                if base.verbose:
                     print(f"[compare] report: {comparison.report_path}", flush=True)
         tracker.end_run(parent, status)
     return comparison
 
 
+def _run(plan: SearchPlan, uri: str, experiment: str, parent: str) -> SearchResult:
+    """One search of the comparison, nested under its MLflow run."""
+    from tune_app.run import driver
+
+    request = plan.request.replace(tracking_uri=uri, experiment=experiment, parent_run_id=parent)
+    plan.request = request
+    return driver.run(plan)
+
+
 def _second_opinions(
     comparison: Comparison,
-    the_task: Task,
+    the_task: Objective,
     sp: SearchSpace,
     cv_top: int,
     folds: int,
     cv_epochs: int | None,
     with_without: int,
-    search_kwargs: dict[str, Any],
+    request: SearchRequest,
 ) -> dict[str, pd.DataFrame]:
     """Cross-validation of the finalists and with/without-tuning repeats, as tables."""
     extra: dict[str, pd.DataFrame] = {}
     if not (cv_top or with_without):
         return extra
     first = comparison.results[0]
-    fixed = tasks.with_data_dir(sp.fixed, search_kwargs.get("data_dir"), the_task.uses_data_dir)
+    fixed = tasks.with_data_dir(sp.fixed, request.data_dir, the_task.uses_data_dir)
     epochs = cv_epochs or sp.max_epochs
     if cv_top:
         print(
@@ -295,5 +263,5 @@ def _report(
     study.notes.extend(warnings)
     path = report.write_report(study, out_dir, baseline, heatmap, heatmap_epochs)
     for f in sorted(out_dir.iterdir()):
-        tracker.safe(tracker.client.log_artifact, parent, str(f), "report")
+        tracker.safe(tracker.log_artifact, parent, f, "report")
     return path

@@ -21,7 +21,6 @@ study into ``report.md`` plus PNG plots and CSV tables:
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tune_app.errors import ConfigError, TrackingError
+from tune_app.errors import ConfigError
+
+TABLES = ("trials", "history")  # each search run's Parquet artifacts
 
 # Wilcoxon's two-sided exact p-value cannot go below 0.05 with fewer pairs.
 MIN_PAIRS = 6
@@ -111,66 +112,37 @@ def from_mlflow(
     For an experiment, its latest comparison run is used. Returns the study and the
     comparison run id.
     """
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+    from tune_app.tracking.store import Reader
 
-    from tune_app.tracking import resolve_tracking_uri
-
-    uri = resolve_tracking_uri(tracking_uri)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        raise ConfigError(
-            f"no MLflow store at {uri.removeprefix('sqlite:///')}; run from the directory of "
-            f"the comparison or pass --tracking-uri"
-        )
-    if uri.startswith(("http://", "https://")):
-        from tune_app.tracking import check_reachable
-
-        check_reachable(uri)
-    client = MlflowClient(uri)
-    try:
-        parent = _find_comparison(client, ref)
-        children = client.search_runs(
-            [parent.info.experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
-            max_results=10_000,
-        )
-    except MlflowException as exc:
-        raise TrackingError(f"cannot read {ref!r} from MLflow at {uri}: {exc.message}") from None
+    reader = Reader(tracking_uri, must_exist=True)
+    parent = _find_comparison(reader, ref)
+    children = reader.children(parent)
     searches = [c for c in children if c.data.tags.get("tune_app.kind") == "search"]
     if not searches:
         raise ConfigError(f"comparison run {parent.info.run_id} has no search runs yet")
     searches.sort(key=lambda c: c.info.start_time or 0)
     runs, hist, trials = [], [], []
     metric = mode = ""
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, run in enumerate(searches):
-            tags, data = run.data.tags, run.data
-            strategy, seed = tags["tune_app.strategy"], int(tags["tune_app.seed"])
-            metric = data.params.get("metric", metric)
-            mode = data.params.get("mode", mode)
-            frames = {}
-            for name in ("trials", "history"):
-                dest = Path(tmp) / str(i)
-                dest.mkdir(exist_ok=True)
-                try:
-                    path = client.download_artifacts(run.info.run_id, f"{name}.parquet", str(dest))
-                    frames[name] = pd.read_parquet(path)
-                except (MlflowException, OSError):
-                    frames[name] = pd.DataFrame()
-            runs.append(
-                {
-                    "strategy": strategy,
-                    "seed": seed,
-                    "best": float(data.metrics.get(f"final_best_{metric}", math.nan)),
-                    "trials": int(data.metrics.get("trials", len(frames["trials"]))),
-                    "epochs_spent": int(data.metrics.get("epochs_spent_total", 0)),
-                    "budget_epochs": int(tags.get("tune_app.budget_epochs", 0)),
-                    "wall_time_s": float(data.metrics.get("wall_time_s", math.nan)),
-                    "run_id": run.info.run_id,
-                }
-            )
-            hist.append(frames["history"].assign(strategy=strategy, seed=seed))
-            trials.append(frames["trials"].assign(strategy=strategy, seed=seed))
+    for run in searches:
+        tags, data = run.data.tags, run.data
+        strategy, seed = tags["tune_app.strategy"], int(tags["tune_app.seed"])
+        metric = data.params.get("metric", metric)
+        mode = data.params.get("mode", mode)
+        frames = {name: reader.frame(run.info.run_id, f"{name}.parquet") for name in TABLES}
+        runs.append(
+            {
+                "strategy": strategy,
+                "seed": seed,
+                "best": float(data.metrics.get(f"final_best_{metric}", math.nan)),
+                "trials": int(data.metrics.get("trials", len(frames["trials"]))),
+                "epochs_spent": int(data.metrics.get("epochs_spent_total", 0)),
+                "budget_epochs": int(tags.get("tune_app.budget_epochs", 0)),
+                "wall_time_s": float(data.metrics.get("wall_time_s", math.nan)),
+                "run_id": run.info.run_id,
+            }
+        )
+        hist.append(frames["history"].assign(strategy=strategy, seed=seed))
+        trials.append(frames["trials"].assign(strategy=strategy, seed=seed))
     if not metric or mode not in ("min", "max"):
         raise ConfigError(f"search runs under {parent.info.run_id} lack metric/mode params")
     if optimum is None and "optimum" in parent.data.params:
@@ -189,13 +161,8 @@ def from_mlflow(
     return study, parent.info.run_id
 
 
-def _find_comparison(client: Any, ref: str) -> Any:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        run = client.get_run(ref)
-    except MlflowException:
-        run = None
+def _find_comparison(reader: Any, ref: str) -> Any:
+    run = reader.get_run(ref)
     if run is not None:
         if run.data.tags.get("tune_app.kind") != "comparison":
             raise ConfigError(
@@ -203,15 +170,15 @@ def _find_comparison(client: Any, ref: str) -> Any:
                 f"not a comparison; pass the comparison run's id or its experiment name"
             )
         return run
-    exp = client.get_experiment_by_name(ref)
-    if exp is None:
+    exp_id = reader.experiment_id(ref)
+    if exp_id is None:
         raise ConfigError(
             f"{ref!r} is neither a run id nor an experiment in this tracking store; "
             f"check --tracking-uri and the id shown by `compare`"
         )
-    found = client.search_runs(
-        [exp.experiment_id],
-        filter_string="tags.`tune_app.kind` = 'comparison'",
+    found = reader.search_runs(
+        [exp_id],
+        "tags.`tune_app.kind` = 'comparison'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )

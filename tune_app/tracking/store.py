@@ -1,0 +1,285 @@
+"""The MLflow store: the one module that talks to MLflow.
+
+Every MLflow call of tune_app goes through here (searches, ``compare``, the
+report, ``resume``'s run lookup, the controller's pretraining), so all of them
+get the same bounded HTTP timeouts, the same reachability check before any
+training starts, and the same redaction of passwords in URIs.
+
+* :class:`Tracker` writes: runs of one experiment (tags, params, metrics,
+  artifacts). The search's writes go through :mod:`tune_app.tracking.outbox`.
+* :class:`Reader` reads: runs, experiments and artifacts, with MLflow's errors
+  turned into one-line :class:`~tune_app.errors.TrackingError`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pandas as pd
+
+from tune_app.errors import TrackingError
+
+PARENT_TAG = "mlflow.parentRunId"
+TRIAL_TAG = "tune_app.trial_id"
+_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=:@ -]{0,199}$")
+
+# Bounded MLflow HTTP calls: the driver must never hang on a dead server (MLflow's
+# defaults retry for minutes). Failed writes wait in the outbox instead.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with any password replaced by ``***`` (safe to log and to store)."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri
+    if parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """``uri``, else ``$MLFLOW_TRACKING_URI``, else ``./mlflow.db`` (SQLite) in the cwd."""
+    if uri:
+        return uri
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def validate_experiment_name(name: str) -> str:
+    """Reject names that could escape a directory or confuse the UI."""
+    if ".." in name or not _NAME_OK.match(name):
+        raise TrackingError(
+            f"experiment name {name!r} is not allowed: use letters, digits, spaces and "
+            f"_ . + = : @ - (no '/', '\\\\' or '..'), at most 200 characters"
+        )
+    return name
+
+
+def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, before any training, if an HTTP tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as resp:
+            if resp.status != 200:
+                raise TrackingError(
+                    f"MLflow server at {redact_uri(uri)} answered HTTP {resp.status}"
+                )
+    except (urllib.error.URLError, OSError) as exc:
+        raise TrackingError(
+            f"cannot reach the MLflow tracking server at {redact_uri(uri)} ({exc}); start it, fix "
+            f"--tracking-uri / MLFLOW_TRACKING_URI, or omit it to log to ./mlflow.db"
+        ) from None
+
+
+def _client(uri: str) -> Any:
+    """An ``MlflowClient`` with bounded HTTP calls, after a reachability check."""
+    from mlflow.tracking import MlflowClient
+
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    check_reachable(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+class Tracker:
+    """Thin wrapper over ``MlflowClient`` for the runs of one search."""
+
+    def __init__(self, uri: str, experiment: str) -> None:
+        validate_experiment_name(experiment)
+        self.uri = uri
+        self.client = _client(uri)
+        try:
+            exp = self.client.get_experiment_by_name(experiment)
+            self.experiment_id = (
+                exp.experiment_id if exp else self.client.create_experiment(experiment)
+            )
+        except Exception as exc:
+            raise TrackingError(
+                f"cannot use MLflow tracking store {redact_uri(uri)}: {exc}"
+            ) from None
+        self.experiment = experiment
+        self._warned = False
+
+    @classmethod
+    def for_run(cls, uri: str, run_id: str) -> Tracker:
+        """A tracker for the experiment that holds run ``run_id``."""
+        client = _client(uri)
+        try:
+            exp = client.get_experiment(client.get_run(run_id).info.experiment_id)
+        except Exception as exc:
+            raise TrackingError(f"cannot find run {run_id} in {redact_uri(uri)}: {exc}") from None
+        return cls(uri, exp.name)
+
+    def safe(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call an MLflow method; on failure warn once and keep training."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if not self._warned:
+                warnings.warn(
+                    f"MLflow logging failed ({exc}); results stay in the run dir", stacklevel=2
+                )
+                self._warned = True
+            return None
+
+    def start_run(
+        self, name: str, tags: dict[str, str], params: dict[str, Any], parent: str | None = None
+    ) -> str:
+        """Create a (nested, if ``parent``) run with tags and params; return its id."""
+        from mlflow.entities import Param
+
+        all_tags = {**tags, **({PARENT_TAG: parent} if parent else {})}
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        if params:
+            self.client.log_batch(
+                run.info.run_id,
+                params=[Param(k, str(v)[:6000]) for k, v in sorted(params.items())],
+            )
+        return str(run.info.run_id)
+
+    def find_child(self, parent: str, trial_id: str) -> str | None:
+        """The child run of ``parent`` tagged with ``trial_id``, if MLflow has one."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`{PARENT_TAG}` = '{parent}' and tags.`{TRIAL_TAG}` = '{trial_id}'",
+        )
+        return str(runs[0].info.run_id) if runs else None
+
+    def log_metrics(
+        self, run_id: str, metrics: dict[str, float], step: int, strict: bool = False
+    ) -> None:
+        """Log finite numeric metrics at ``step`` (``strict``: raise on failure)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [
+            Metric(k, float(v), now, step)
+            for k, v in metrics.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        ]
+        if batch and strict:
+            self.client.log_batch(run_id, metrics=batch)
+        elif batch:
+            self.safe(self.client.log_batch, run_id, metrics=batch)
+
+    def end_run(
+        self, run_id: str, status: str, tags: dict[str, str] | None = None, strict: bool = False
+    ) -> None:
+        """Set final tags and terminate the run with MLflow ``status``."""
+        call = (lambda fn, *a: fn(*a)) if strict else self.safe
+        for k, v in (tags or {}).items():
+            call(self.client.set_tag, run_id, k, v)
+        call(self.client.set_terminated, run_id, status)
+
+    def log_artifact(self, run_id: str, path: Path, folder: str | None = None) -> None:
+        """Upload one file, optionally into artifact ``folder`` (raises on failure)."""
+        self.client.log_artifact(run_id, str(path), folder)
+
+    def reopen(self, run_id: str) -> None:
+        """Mark a run RUNNING again (a resumed search); failures only warn."""
+        self.safe(self.client.update_run, run_id, "RUNNING")
+
+    def log_frame(self, run_id: str, frame: pd.DataFrame, name: str) -> None:
+        """Log a DataFrame as a Parquet artifact."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            frame.to_parquet(path, index=False)
+            self.safe(self.client.log_artifact, run_id, str(path))
+
+
+class Reader:
+    """Read access to an MLflow store; MLflow's errors become :class:`TrackingError`."""
+
+    def __init__(self, uri: str | None, must_exist: bool = False) -> None:
+        self.uri = resolve_tracking_uri(uri)
+        local = self.uri.removeprefix("sqlite:///")
+        if must_exist and self.uri.startswith("sqlite:///") and not Path(local).exists():
+            raise TrackingError(
+                f"no MLflow store at {local}; run from the directory of the search or "
+                f"pass --tracking-uri"
+            )
+        self.client = _client(self.uri)
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return fn(*args, **kwargs)
+        except MlflowException as exc:
+            raise TrackingError(
+                f"cannot read {what} from MLflow at {redact_uri(self.uri)}: {exc.message}"
+            ) from None
+
+    def get_run(self, run_id: str) -> Any | None:
+        """The run with this id, or None when the store has none."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_run(run_id)
+        except MlflowException:
+            return None
+
+    def experiment_id(self, name: str) -> str | None:
+        """The id of the experiment called ``name``, or None."""
+        exp = self._call(repr(name), self.client.get_experiment_by_name, name)
+        return None if exp is None else str(exp.experiment_id)
+
+    def search_runs(
+        self,
+        experiment_ids: Sequence[str],
+        filter_string: str,
+        order_by: Sequence[str] | None = None,
+        max_results: int = 10_000,
+    ) -> list[Any]:
+        """Runs matching ``filter_string`` (MLflow's search syntax)."""
+        return list(
+            self._call(
+                "runs",
+                self.client.search_runs,
+                list(experiment_ids),
+                filter_string=filter_string,
+                order_by=list(order_by) if order_by else None,
+                max_results=max_results,
+            )
+        )
+
+    def children(self, parent: Any) -> list[Any]:
+        """The runs nested directly under ``parent`` (an MLflow run)."""
+        return self.search_runs(
+            [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'"
+        )
+
+    def frame(self, run_id: str, name: str) -> pd.DataFrame:
+        """The Parquet artifact ``name`` of a run as a DataFrame (empty when missing)."""
+        from mlflow.exceptions import MlflowException
+
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = self.client.download_artifacts(run_id, name, tmp)
+                return pd.read_parquet(path)
+            except (MlflowException, OSError):
+                return pd.DataFrame()
