@@ -132,14 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     if args.manifest:
-        path = Path(args.manifest)
-        manifest = json.loads(path.read_text())
-        manifest["benchmark"] = {
+        from tune_app.controller.pretrain import update_manifest
+
+        benchmark = {
             "command": "python benchmarks/dqn_benchmark.py " + " ".join(argv or sys.argv[1:]),
             "normalised_regret": "(best - optimum) / mean over seeds of (random_best - optimum)",
             "results": [{k: v for k, v in r.items() if k != "raw_regret"} for r in results],
         }
-        path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        update_manifest(Path(args.manifest), {"benchmark": benchmark})
     return 0
 
 

@@ -22,7 +22,7 @@ from tune_app.controller.surfaces import generate
 
 def test_expert_explores_then_descends_around_the_incumbent() -> None:
     env = TuningEnv({"seed": 3})
-    env.reset(options={"task": generate(11), "budget": 20, "start": "centre"})
+    env.reset(options={"task": generate(11), "budget": 20, "start": "default"})
     rng = random.Random(0)
     seen = []
     for _ in range(40):

@@ -37,6 +37,7 @@ from tune_app.controller import mdp
 from tune_app.controller.env import TuningEnv
 from tune_app.controller.expert import EXPLORE, expert_action
 from tune_app.controller.module import mask_invalid
+from tune_app.controller.policy import WEIGHTS_FILE
 
 
 @dataclass
@@ -154,7 +155,7 @@ def warm_start(
     seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> dict[str, float]:
-    """Fit a Q-network to ``demos`` with DQfD's loss; save ``out/q_network.pt``."""
+    """Fit a Q-network to ``demos`` with DQfD's loss; save it to ``out`` (tensors only)."""
     torch.manual_seed(seed)
     net, target = QNet(hidden), QNet(hidden)
     target.load_state_dict(net.state_dict())
@@ -207,5 +208,5 @@ def warm_start(
             )
             td_sum = m_sum = agree = 0.0
     out.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.detach().clone() for k, v in net.state_dict().items()}, out / "q_network.pt")
+    torch.save({k: v.detach().clone() for k, v in net.state_dict().items()}, out / WEIGHTS_FILE)
     return {**stats, "updates": float(updates), "wall_time_s": round(time.time() - start, 1)}

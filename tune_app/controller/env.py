@@ -2,8 +2,8 @@
 
 One episode = one search on a fresh :class:`~tune_app.controller.surfaces.SyntheticTask`
 with a budget of ``B`` evaluations (10..60 by default). The walker starts at a
-random, bad (a corner) or central configuration, which is evaluated first. The
-episode ends when the budget is spent (or after ``3 B`` steps).
+``random``, ``bad`` (a corner) or ``default`` (central) configuration, which is
+evaluated first. The episode ends when the budget is spent (or after ``3 B`` steps).
 
 **Reward.** The decrease of the incumbent's *log normalised regret*::
 
@@ -41,7 +41,8 @@ from tune_app.controller.surfaces import SyntheticTask, generate
 
 INVALID_PENALTY = 0.1
 RETURN_PENALTY = 0.01
-STARTS = ("random", "bad", "centre")
+# The same names as the ``dqn`` strategy's ``start`` option (tune_app.strategies.dqn).
+STARTS = ("random", "bad", "default")
 
 
 def log_regret(task: SyntheticTask, value: float) -> float:
@@ -51,12 +52,15 @@ def log_regret(task: SyntheticTask, value: float) -> float:
 
 
 def start_point(task_boxes: tuple[int, ...], kind: str, rng: random.Random) -> mdp.Point:
-    """A start configuration: ``random``, ``bad`` (a random corner) or ``centre``."""
+    """A start configuration: ``random``, ``bad`` (a random corner) or ``default``
+    (the middle box of every parameter: a generated task declares no defaults)."""
     if kind == "random":
         return tuple(rng.randrange(n) for n in task_boxes)
     if kind == "bad":
         return tuple(rng.choice((0, n - 1)) for n in task_boxes)
-    return tuple(n // 2 for n in task_boxes)
+    if kind == "default":
+        return tuple(n // 2 for n in task_boxes)
+    raise ValueError(f"start must be one of {STARTS}, got {kind!r}")
 
 
 class TuningEnv(gym.Env):

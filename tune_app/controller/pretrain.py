@@ -1,13 +1,16 @@
 """Pretrain the controller's Q-network with RLlib DQN (new API stack) and export it.
 
-``python -m tune_app controller train`` calls :func:`train`: double DQN with a
-dueling head, a target network, an epsilon schedule and prioritized replay, on
-:class:`~tune_app.controller.env.TuningEnv` episodes (fresh synthetic tasks
-generated on the fly). Each iteration's mean episode return, TD loss and
-epsilon-greedy regret go to MLflow. The result is a **tensors-only** checkpoint
-(``q_network.pt``: a flat ``name -> tensor`` dict) plus ``manifest.json``
-(architecture, training command, episodes, seed, task distribution), which
-:mod:`tune_app.controller.policy` loads with ``torch.load(weights_only=True)``.
+``python -m tune_app controller train`` calls :func:`train_local` (RLlib's DQN
+pieces in this process) or :func:`train` (RLlib's ``Algorithm`` on a Ray
+cluster): double DQN with a dueling head, a target network, an epsilon schedule
+and prioritized replay, on :class:`~tune_app.controller.env.TuningEnv` episodes
+(fresh synthetic tasks generated on the fly). Both drive one loop
+(:func:`_loop`): each iteration's mean episode return and TD loss go to MLflow
+(through :class:`tune_app.tracking.store.Tracker`) and the network is exported.
+The result is a **tensors-only** checkpoint (``q_network.pt``: a flat
+``name -> tensor`` dict) plus ``manifest.json`` (architecture, training command,
+episodes, seed, task distribution), which :mod:`tune_app.controller.policy`
+loads with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -18,16 +21,16 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from tune_app.controller import mdp
+from tune_app.controller.policy import MANIFEST_FILE, WEIGHTS_FILE
+from tune_app.controller.settings import TrainSettings
 
-WEIGHTS_FILE = "q_network.pt"
-MANIFEST_FILE = "manifest.json"
 TASK_DISTRIBUTION = (
     "tune_app.controller.surfaces.generate(seed): 1-8 parameters (weights 1,3,3,3,3,2,2,2), "
     "3-16 boxes each (grid <= 50k), rotated anisotropic bowl with power 1/2/3, 20% nearly "
@@ -35,43 +38,8 @@ TASK_DISTRIBUTION = (
     "30% plateaus (2-7 levels), 30% cliffs (diverging region), noise sd 0/0.01/0.03/0.08 "
     "of the median-to-optimum spread, learning curves over 1/3/5/9 epochs, 1/3 of tasks "
     "report a random early epoch 30% of the time; budgets 10-60 evaluations; starts "
-    "random/bad(corner)/centre"
+    "random/bad(corner)/default(centre)"
 )
-
-
-@dataclass
-class TrainSettings:
-    """What :func:`train` runs; every field ends up in the manifest."""
-
-    iterations: int = 60
-    episodes: int | None = None  # stop after this many episodes (whichever first)
-    num_env_runners: int = 0
-    seed: int = 0
-    steps_per_iteration: int = 1000
-    hidden: tuple[int, ...] = (128, 128)
-    lr: float = 5e-4
-    gamma: float = 0.95
-    batch_size: int = 128
-    rollout_fragment_length: int = 32  # env steps sampled between updates
-    updates_per_fragment: int = 1
-    n_step: int = 3
-    target_update: int = 4000
-    epsilon_steps: int = 25_000
-    final_epsilon: float = 0.05
-    replay_capacity: int = 50_000
-    learning_starts: int = 1000
-    training_intensity: float | None = None
-    max_minutes: float | None = None  # stop after this much wall time
-    init_from: str | None = None  # continue from an exported checkpoint (epsilon at its end)
-    budget_min: int = 10
-    budget_max: int = 60
-    demo_episodes: int = 0  # DQfD warm start from this many expert episodes first
-    demo_updates: int = 20_000
-    demo_noise: float = 0.1  # fraction of demonstration steps with a random valid action
-    demo_margin: float = 0.1  # DQfD large-margin loss: expert action ahead by this much
-    select_every: int = 0  # keep the best of the checkpoints scored every N iterations
-    select_episodes: int = 100  # generated tasks per score (a set apart from the report's)
-    extra: dict[str, Any] = field(default_factory=dict)  # more manifest entries
 
 
 def dqn_config(s: TrainSettings) -> Any:
@@ -161,6 +129,20 @@ def q_network_tensors(source: Any) -> dict[str, torch.Tensor]:
     }
 
 
+def _manifest_head(settings: TrainSettings) -> dict[str, Any]:
+    """The entries every manifest starts with: format and network shape."""
+    return {
+        "format": "tune_app.controller/1",
+        "obs_dim": mdp.OBS_DIM,
+        "n_actions": mdp.N_ACTIONS,
+        "hidden": list(settings.hidden),
+    }
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
 def export(
     algo: Any, out: Path, settings: TrainSettings, stats: dict[str, Any]
 ) -> tuple[Path, Path]:
@@ -172,11 +154,8 @@ def export(
     weights = out / WEIGHTS_FILE
     torch.save(q_network_tensors(algo), weights)
     manifest = {
-        "format": "tune_app.controller/1",
-        "obs_dim": mdp.OBS_DIM,
-        "n_actions": mdp.N_ACTIONS,
+        **_manifest_head(settings),
         "max_params": mdp.MAX_PARAMS,
-        "hidden": list(settings.hidden),
         "activation": "relu",
         "dueling": True,
         "command": "python -m tune_app " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
@@ -189,16 +168,17 @@ def export(
         **stats,
     }
     path = out / MANIFEST_FILE
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    _write_json(path, manifest)
     return weights, path
 
 
 def update_manifest(folder: Path, entries: dict[str, Any]) -> None:
-    """Add or replace top-level ``entries`` in ``folder/manifest.json``."""
-    path = folder / MANIFEST_FILE
+    """Add or replace top-level ``entries`` in ``folder/manifest.json`` (``folder``
+    may also name the manifest file itself)."""
+    path = folder if folder.is_file() else folder / MANIFEST_FILE
     manifest = json.loads(path.read_text())
     manifest.update(entries)
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    _write_json(path, manifest)
 
 
 def prepare_warm_start(
@@ -244,14 +224,11 @@ def prepare_warm_start(
     }
     log(f"warm start done: {info}")
     manifest = {
-        "format": "tune_app.controller/1",
+        **_manifest_head(settings),
         "stage": "DQfD warm start (before RLlib DQN)",
-        "obs_dim": mdp.OBS_DIM,
-        "n_actions": mdp.N_ACTIONS,
-        "hidden": list(settings.hidden),
         "demonstrations": info,
     }
-    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    _write_json(folder / MANIFEST_FILE, manifest)
     return replace(
         settings, init_from=str(folder), extra={**settings.extra, "demonstrations": info}
     )
@@ -267,6 +244,11 @@ def _metric(result: dict[str, Any], *keys: str) -> float:
         return float(cur)
     except (TypeError, ValueError):
         return math.nan
+
+
+def _count(result: dict[str, Any], *keys: str) -> int:
+    value = _metric(result, *keys)
+    return int(value) if math.isfinite(value) else 0
 
 
 def _load_into(learner: Any, folder: Path) -> None:
@@ -315,39 +297,243 @@ def _update(learner: Any, buffer: Any, settings: TrainSettings, steps: int) -> f
     return float(stats["qf_loss"].peek())
 
 
-def _should_stop(settings: TrainSettings, episodes: int, start: float) -> bool:
-    if settings.episodes is not None and episodes >= settings.episodes:
-        return True
-    return settings.max_minutes is not None and time.time() - start > 60 * settings.max_minutes
+def _selection_score(source: Any, settings: TrainSettings) -> float:
+    """Mean final log regret of the greedy policy of ``source`` (anything
+    :func:`q_network_tensors` accepts) on generated tasks drawn apart from both
+    training and the held-out report (seed ``EVAL_SEED + 1``)."""
+    from tune_app.controller import evaluate
+    from tune_app.controller.policy import from_tensors
+
+    policy = from_tensors(q_network_tensors(source), {}, "source")
+    return evaluate.mean_log_regret(
+        evaluate.greedy(policy), settings.select_episodes, seed=evaluate.EVAL_SEED + 1
+    )
 
 
-class _Log:
-    """MLflow logging of the learning curve (a no-op without a tracking URI)."""
+# -- the training loop and its two drivers ------------------------------------------
+
+
+class _Driver:
+    """One way to run DQN iterations: :class:`_InProcess` or :class:`_OnCluster`.
+
+    ``source`` is what :func:`export` reads the network from; a resumed driver
+    sets ``done_iterations`` and ``prior_wall_s``.
+    """
+
+    source: Any
+    done_iterations = 0
+    prior_wall_s = 0.0
+
+    def iterate(self) -> tuple[int, int, dict[str, float]]:
+        """Run one iteration; return the lifetime episodes and env steps and the
+        iteration's smoothed metrics (``episode_return_mean``, ``td_loss``, ...)."""
+        raise NotImplementedError
+
+    def save(self, summary: dict[str, Any]) -> None:
+        """Checkpoint after an iteration (for a later resume), if the driver can."""
+
+    def stop(self) -> None:
+        """Release what the driver holds."""
+
+
+class _InProcess(_Driver):
+    """RLlib's components in this process, no Ray cluster: the pieces RLlib's
+    ``DQN.training_step`` drives (a ``SingleAgentEnvRunner`` with the epsilon-greedy
+    DQN module, a ``PrioritizedEpisodeReplayBuffer`` and the DQN ``TorchLearner``:
+    double Q, dueling, n-step, target network), driven by a plain loop: sample a
+    fragment, store it, updates, priorities, weight sync."""
+
+    def __init__(self, settings: TrainSettings) -> None:
+        from collections import deque
+
+        from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+        from ray.rllib.utils.replay_buffers.prioritized_episode_buffer import (
+            PrioritizedEpisodeReplayBuffer,
+        )
+
+        torch.manual_seed(settings.seed)
+        config = dqn_config(settings)
+        self.settings = settings
+        self.runner = SingleAgentEnvRunner(config=config)
+        self.learner = self.source = config.build_learner(env=self.runner.env)
+        self.learner.build()
+        if settings.init_from is not None:  # dqn_config then keeps epsilon at its final value
+            _load_into(self.learner, Path(settings.init_from))
+        _sync(self.runner, self.learner, 0)
+        self.buffer = PrioritizedEpisodeReplayBuffer(capacity=settings.replay_capacity, alpha=0.6)
+        self.steps = self.episodes = 0
+        self.partial: dict[str, float] = {}
+        self.returns: deque[float] = deque(maxlen=100)
+        self.losses: deque[float] = deque(maxlen=100)
+
+    def iterate(self) -> tuple[int, int, dict[str, float]]:
+        import numpy as np
+
+        s = self.settings
+        target = self.steps + s.steps_per_iteration
+        while self.steps < target:
+            chunks = self.runner.sample(num_timesteps=s.rollout_fragment_length)
+            self.buffer.add(chunks)
+            for ep in chunks:
+                self.steps += len(ep)
+                self.partial[ep.id_] = self.partial.get(ep.id_, 0.0) + float(ep.get_return())
+                if ep.is_done:
+                    self.returns.append(self.partial.pop(ep.id_))
+                    self.episodes += 1
+            n_updates = s.updates_per_fragment if self.steps >= s.learning_starts else 0
+            for _ in range(n_updates):
+                self.losses.append(_update(self.learner, self.buffer, s, self.steps))
+            _sync(self.runner, self.learner, self.steps)
+        return (
+            self.episodes,
+            self.steps,
+            {
+                "episode_return_mean": (float(np.mean(self.returns)) if self.returns else math.nan),
+                "td_loss": float(np.mean(self.losses)) if self.losses else math.nan,
+            },
+        )
+
+
+class _OnCluster(_Driver):
+    """RLlib's DQN ``Algorithm`` on the current Ray cluster. With ``state_dir`` the
+    algorithm state (module, optimiser, counters; not the replay buffer) is saved
+    after every iteration and restored here, so a run killed with its Ray cluster
+    resumes where it stopped."""
+
+    def __init__(
+        self, settings: TrainSettings, state_dir: Path | None, log: Callable[[str], None]
+    ) -> None:
+        self.algo = self.source = dqn_config(settings).build_algo()
+        if settings.init_from is not None:
+            folder = Path(settings.init_from)
+            self.algo.learner_group.foreach_learner(lambda learner: _load_into(learner, folder))
+            self.algo.env_runner_group.sync_weights(
+                from_worker_or_learner_group=self.algo.learner_group, inference_only=True
+            )
+        self.state_dir = state_dir
+        if state_dir is not None and (state_dir / "progress.json").exists():
+            self.algo.restore_from_path(str(state_dir / "algo"))
+            saved = json.loads((state_dir / "progress.json").read_text())
+            self.done_iterations = int(saved["iterations"])
+            self.prior_wall_s = float(saved["wall_time_s"])
+            log(f"resumed from {state_dir} after {self.done_iterations} iterations")
+
+    def iterate(self) -> tuple[int, int, dict[str, float]]:
+        result = self.algo.train()
+        return (
+            _count(result, "env_runners", "num_episodes_lifetime"),
+            _count(result, "env_runners", "num_env_steps_sampled_lifetime"),
+            {
+                "episode_return_mean": _metric(result, "env_runners", "episode_return_mean"),
+                "td_loss": _metric(result, "learners", "default_policy", "qf_loss"),
+                "td_error_mean": _metric(result, "learners", "default_policy", "td_error_mean"),
+            },
+        )
+
+    def save(self, summary: dict[str, Any]) -> None:
+        if self.state_dir is not None:
+            self.algo.save_to_path(str(self.state_dir / "algo"))
+            (self.state_dir / "progress.json").write_text(json.dumps(summary))
+
+    def stop(self) -> None:
+        self.algo.stop()
+
+
+class _Tracking:
+    """The run's MLflow logging through :class:`~tune_app.tracking.store.Tracker`
+    (a no-op without a tracking URI)."""
 
     def __init__(self, uri: str | None, experiment: str, settings: TrainSettings) -> None:
-        self.on = uri is not None
+        self.tracker: Any = None
+        self.run_id = ""
         if uri is not None:
-            import mlflow
+            from tune_app.tracking.store import Tracker
 
-            mlflow.set_tracking_uri(uri)
-            mlflow.set_experiment(experiment)
-            mlflow.start_run(run_name=f"dqn-pretrain-seed{settings.seed}")
-            mlflow.log_params({k: str(v) for k, v in asdict(settings).items()})
+            self.tracker = Tracker(uri, experiment)
+            self.run_id = self.tracker.start_run(
+                f"dqn-pretrain-seed{settings.seed}", {}, asdict(settings)
+            )
 
     def metrics(self, values: dict[str, float], step: int) -> None:
-        if self.on:
-            import mlflow
+        if self.tracker is not None:
+            self.tracker.log_metrics(self.run_id, values, step)
 
-            finite = {k: v for k, v in values.items() if math.isfinite(v)}
-            mlflow.log_metrics(finite, step=step)
+    def close(self, out: Path | None, status: str) -> None:
+        """Upload the export (not the resume state) and end the run with ``status``."""
+        if self.tracker is None:
+            return
+        if out is not None and out.is_dir():
+            for path in sorted(out.iterdir()):
+                if path.name != "state":
+                    self.tracker.safe(
+                        self.tracker.log_artifact, self.run_id, path, folder="controller"
+                    )
+        self.tracker.end_run(self.run_id, status)
 
-    def close(self, artifacts: Path | None) -> None:
-        if self.on:
-            import mlflow
 
-            if artifacts is not None and artifacts.exists():
-                mlflow.log_artifacts(str(artifacts), "controller")
-            mlflow.end_run()
+def _loop(
+    driver: _Driver,
+    settings: TrainSettings,
+    out: Path | None,
+    tracking_uri: str | None,
+    experiment: str,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Iterate ``driver``: log each iteration (MLflow and ``log``), export it to
+    ``out`` (with ``select_every``: the best-scoring one; ``out/latest``: the last),
+    stop at ``iterations``, ``episodes`` or ``max_minutes``; return the summary."""
+    status = "FAILED"
+    track: _Tracking | None = None
+    try:
+        track = _Tracking(tracking_uri, experiment, settings)
+        start = time.time() - driver.prior_wall_s
+        summary: dict[str, Any] = {}
+        best_score = math.inf
+        for it in range(driver.done_iterations + 1, settings.iterations + 1):
+            episodes, steps, values = driver.iterate()
+            elapsed = time.time() - start
+            summary = {
+                "iterations": it,
+                "episodes": episodes,
+                "env_steps": steps,
+                **values,
+                "wall_time_s": round(elapsed, 1),
+            }
+            track.metrics({**values, "episodes": float(episodes)}, step=steps)
+            log(
+                f"iter {it:3d}  steps {steps:7d}  episodes {episodes:5d}  return "
+                f"{values['episode_return_mean']:7.3f}  td_loss {values['td_loss']:.4f}  "
+                f"{elapsed:6.0f}s"
+            )
+            if out is not None and not settings.select_every:
+                export(driver.source, out, settings, {"training": summary})
+            elif out is not None:
+                export(driver.source, out / "latest", settings, {"training": summary})
+                if it % settings.select_every == 0:
+                    score = _selection_score(driver.source, settings)
+                    track.metrics({"selection_log_regret": score}, step=steps)
+                    log(f"  selection score {score:.3f} (best so far {best_score:.3f})")
+                    if score < best_score:
+                        best_score = score
+                        summary["selected"] = {"iteration": it, "selection_log_regret": score}
+                        export(driver.source, out, settings, {"training": summary})
+            driver.save(summary)
+            if settings.episodes is not None and episodes >= settings.episodes:
+                break
+            if settings.max_minutes is not None and elapsed > 60 * settings.max_minutes:
+                break
+        if settings.select_every and out is not None and (out / MANIFEST_FILE).is_file():
+            # The selected export: say how long the run went on after it.
+            run = {k: v for k, v in summary.items() if k != "selected"}
+            update_manifest(out, {"training_run": run})
+        status = "FINISHED"
+        return summary
+    finally:
+        try:
+            if track is not None:
+                track.close(out, status)
+        finally:
+            driver.stop()
 
 
 def train_local(
@@ -357,105 +543,11 @@ def train_local(
     experiment: str = "controller-pretraining",
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """DQN pretraining with RLlib's components in this process, no Ray cluster.
-
-    The same pieces RLlib's ``DQN.training_step`` drives (a ``SingleAgentEnvRunner``
-    with the epsilon-greedy DQN module, a ``PrioritizedEpisodeReplayBuffer`` and
-    the DQN ``TorchLearner``: double Q, dueling, n-step, target network), driven
-    by a plain loop: sample a fragment, store it, one update, priorities, weight
-    sync. Use :func:`train` to run on a Ray cluster with env runners instead.
-    """
-    from collections import deque
-
-    import numpy as np
-    from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
-    from ray.rllib.utils.replay_buffers.prioritized_episode_buffer import (
-        PrioritizedEpisodeReplayBuffer,
-    )
-
-    torch.manual_seed(settings.seed)
-    config = dqn_config(settings)
-    runner = SingleAgentEnvRunner(config=config)
-    learner = config.build_learner(env=runner.env)
-    learner.build()
-    if settings.init_from is not None:  # dqn_config then keeps epsilon at its final value
-        _load_into(learner, Path(settings.init_from))
-    _sync(runner, learner, 0)
-    buffer = PrioritizedEpisodeReplayBuffer(capacity=settings.replay_capacity, alpha=0.6)
-    mlf = _Log(tracking_uri, experiment, settings)
-    start = time.time()
-    steps = episodes = 0
-    partial: dict[str, float] = {}
-    returns: deque[float] = deque(maxlen=100)
-    losses: deque[float] = deque(maxlen=100)
-    summary: dict[str, Any] = {}
-    best_score = math.inf
-    try:
-        for it in range(1, settings.iterations + 1):
-            target = steps + settings.steps_per_iteration
-            while steps < target:
-                chunks = runner.sample(num_timesteps=settings.rollout_fragment_length)
-                buffer.add(chunks)
-                for ep in chunks:
-                    steps += len(ep)
-                    partial[ep.id_] = partial.get(ep.id_, 0.0) + float(ep.get_return())
-                    if ep.is_done:
-                        returns.append(partial.pop(ep.id_))
-                        episodes += 1
-                n_updates = (
-                    settings.updates_per_fragment if steps >= settings.learning_starts else 0
-                )
-                for _ in range(n_updates):
-                    losses.append(_update(learner, buffer, settings, steps))
-                _sync(runner, learner, steps)
-            ret = float(np.mean(returns)) if returns else math.nan
-            loss = float(np.mean(losses)) if losses else math.nan
-            summary = {
-                "iterations": it,
-                "episodes": episodes,
-                "env_steps": steps,
-                "episode_return_mean": ret,
-                "td_loss": loss,
-                "wall_time_s": round(time.time() - start, 1),
-            }
-            mlf.metrics({"episode_return_mean": ret, "td_loss": loss}, step=steps)
-            log(
-                f"iter {it:3d}  steps {steps:7d}  episodes {episodes:5d}  "
-                f"return {ret:7.3f}  td_loss {loss:.4f}  {time.time() - start:6.0f}s"
-            )
-            if out is not None and not settings.select_every:
-                export(learner, out, settings, {"training": summary})
-            elif out is not None:
-                export(learner, out / "latest", settings, {"training": summary})
-                if it % settings.select_every == 0:
-                    score = _selection_score(learner, settings)
-                    mlf.metrics({"selection_log_regret": score}, step=steps)
-                    log(f"  selection score {score:.3f} (best so far {best_score:.3f})")
-                    if score < best_score:
-                        best_score = score
-                        summary["selected"] = {"iteration": it, "selection_log_regret": score}
-                        export(learner, out, settings, {"training": summary})
-            if _should_stop(settings, episodes, start):
-                break
-        if settings.select_every and out is not None and (out / MANIFEST_FILE).is_file():
-            # The selected export: say how long the run went on after it.
-            run = {k: v for k, v in summary.items() if k != "selected"}
-            update_manifest(out, {"training_run": run})
-        return summary
-    finally:
-        mlf.close(out)
-
-
-def _selection_score(learner: Any, settings: TrainSettings) -> float:
-    """Mean final log regret of the learner's greedy policy on generated tasks drawn
-    apart from both training and the held-out report (seed ``EVAL_SEED + 1``)."""
-    from tune_app.controller import evaluate
-    from tune_app.controller.policy import from_tensors
-
-    policy = from_tensors(q_network_tensors(learner), {}, "learner")
-    return evaluate.mean_log_regret(
-        evaluate.greedy(policy), settings.select_episodes, seed=evaluate.EVAL_SEED + 1
-    )
+    """DQN pretraining with RLlib's components in this process, no Ray cluster
+    (:class:`_InProcess`); export to ``out`` if given. Use :func:`train` to run on a
+    Ray cluster with env runners instead. Returns a summary: iterations, episodes,
+    env steps, wall time, and the mean return and TD loss over the last 100."""
+    return _loop(_InProcess(settings), settings, out, tracking_uri, experiment, log)
 
 
 def train(
@@ -466,87 +558,11 @@ def train(
     log: Callable[[str], None] = print,
     state_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Run DQN pretraining on the current Ray cluster; export to ``out`` if given.
+    """Run DQN pretraining on the current Ray cluster (:class:`_OnCluster`); export
+    to ``out`` if given, resume from and checkpoint to ``state_dir`` if given.
 
-    With ``state_dir``, the RLlib algorithm state (module, optimiser, counters;
-    not the replay buffer) is saved there after every iteration and restored on
-    the next call, so a run killed with its Ray cluster resumes where it stopped.
     Returns a summary: iterations, episodes, env steps, wall time, and the last
-    smoothed episode return and TD loss.
+    smoothed episode return, TD loss and TD error.
     """
-    algo = dqn_config(settings).build_algo()
-    if settings.init_from is not None:
-        folder = Path(settings.init_from)
-        algo.learner_group.foreach_learner(lambda learner: _load_into(learner, folder))
-        algo.env_runner_group.sync_weights(
-            from_worker_or_learner_group=algo.learner_group, inference_only=True
-        )
-    done_iters, prior_wall = 0, 0.0
-    progress = state_dir / "progress.json" if state_dir is not None else None
-    if state_dir is not None and progress is not None and progress.exists():
-        algo.restore_from_path(str(state_dir / "algo"))
-        saved = json.loads(progress.read_text())
-        done_iters, prior_wall = int(saved["iterations"]), float(saved["wall_time_s"])
-        log(f"resumed from {state_dir} after {done_iters} iterations")
-    run = None
-    if tracking_uri is not None:
-        import mlflow
-
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_experiment(experiment)
-        run = mlflow.start_run(run_name=f"dqn-pretrain-seed{settings.seed}")
-        mlflow.log_params({k: str(v) for k, v in asdict(settings).items()})
-    start = time.time() - prior_wall
-    summary: dict[str, Any] = {}
-    try:
-        episodes = steps = 0
-        for it in range(done_iters + 1, settings.iterations + 1):
-            result = algo.train()
-            episodes = int(_metric(result, "env_runners", "num_episodes_lifetime") or 0)
-            steps = int(_metric(result, "env_runners", "num_env_steps_sampled_lifetime") or 0)
-            ret = _metric(result, "env_runners", "episode_return_mean")
-            loss = _metric(result, "learners", "default_policy", "qf_loss")
-            td = _metric(result, "learners", "default_policy", "td_error_mean")
-            summary = {
-                "iterations": it,
-                "episodes": episodes,
-                "env_steps": steps,
-                "episode_return_mean": ret,
-                "td_loss": loss,
-                "td_error_mean": td,
-                "wall_time_s": round(time.time() - start, 1),
-            }
-            if run is not None:
-                import mlflow
-
-                mlflow.log_metrics(
-                    {
-                        k: v
-                        for k, v in {
-                            "episode_return_mean": ret,
-                            "td_loss": loss,
-                            "td_error_mean": td,
-                            "episodes": float(episodes),
-                        }.items()
-                        if math.isfinite(v)
-                    },
-                    step=steps,
-                )
-            log(
-                f"iter {it:3d}  steps {steps:7d}  episodes {episodes:5d}  "
-                f"return {ret:7.3f}  td_loss {loss:.4f}  {time.time() - start:6.0f}s"
-            )
-            if out is not None:
-                export(algo, out, settings, {"training": summary})
-            if state_dir is not None and progress is not None:
-                algo.save_to_path(str(state_dir / "algo"))
-                progress.write_text(json.dumps(summary))
-            if _should_stop(settings, episodes, start):
-                break
-        return summary
-    finally:
-        if run is not None:
-            import mlflow
-
-            mlflow.end_run()
-        algo.stop()
+    driver = _OnCluster(settings, state_dir, log)
+    return _loop(driver, settings, out, tracking_uri, experiment, log)

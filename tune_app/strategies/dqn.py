@@ -25,13 +25,12 @@ import numpy as np
 from ray.tune.search import Searcher
 
 from tune_app.controller import mdp
-from tune_app.controller.env import start_point
+from tune_app.controller.env import STARTS, start_point
 from tune_app.controller.policy import QPolicy
 from tune_app.errors import ConfigError
 from tune_app.spaces import SearchSpace
 from tune_app.strategies.base import StrategyPlugin, metric_value, parse_options, require
 
-STARTS = ("random", "bad", "default")
 MAX_INNER_STEPS = 20  # non-evaluating actions (return to best) per suggestion
 WALK_PLOT = "walk.png"
 

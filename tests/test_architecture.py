@@ -1,0 +1,98 @@
+"""The package's structure: no import cycle, MLflow in one module, plugins declared."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tune_app import strategies
+from tune_app.strategies.base import StrategyPlugin
+
+PACKAGE = Path(__file__).resolve().parents[1] / "tune_app"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports() -> dict[str, set[str]]:
+    """Every module of the package -> the package modules it imports (anywhere in
+    the file: function-level imports count too; TYPE_CHECKING imports do not)."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        skip: set[int] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                skip.update(id(n) for n in ast.walk(node))
+        deps: set[str] = set()
+        for node in ast.walk(tree):
+            if id(node) in skip:
+                continue
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            for t in targets:
+                # Importing a.b.c runs a/__init__ and a/b/__init__ first.
+                parts = t.split(".")
+                for k in range(2, len(parts) + 1):
+                    dep = ".".join(parts[:k])
+                    if dep in modules and dep != name:
+                        deps.add(dep)
+        graph[name] = deps
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    colour: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        colour[node] = 1
+        stack.append(node)
+        for dep in sorted(graph[node]):
+            if colour.get(dep) == 1:
+                return [*stack[stack.index(dep) :], dep]
+            if dep not in colour and (found := visit(dep)):
+                return found
+        stack.pop()
+        colour[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in colour and (found := visit(node)):
+            return found
+    return None
+
+
+def test_no_import_cycle_between_modules() -> None:
+    # A package's __init__ importing its own submodules is not a cycle of modules.
+    graph = {
+        m: {d for d in deps if not (m.endswith("__init__") or d.startswith(m + "."))}
+        for m, deps in _imports().items()
+    }
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
+
+
+def test_only_the_store_imports_mlflow() -> None:
+    users = sorted(
+        _module_name(p)
+        for p in PACKAGE.rglob("*.py")
+        if any(
+            (isinstance(n, ast.Import) and any(a.name.split(".")[0] == "mlflow" for a in n.names))
+            or (isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "mlflow")
+            for n in ast.walk(ast.parse(p.read_text()))
+        )
+    )
+    assert users == ["tune_app.tracking.store"]
+
+
+def test_every_strategy_module_exports_its_plugin() -> None:
+    for name in strategies.REGISTRY:
+        plugin = strategies.plugin(name)
+        assert isinstance(plugin, StrategyPlugin), name
+        assert (plugin.min_epochs is not None) == (strategies.REGISTRY[name].kind == "scheduler")
