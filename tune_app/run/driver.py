@@ -27,7 +27,7 @@ import pandas as pd
 from tune_app.errors import ConfigError
 from tune_app.run import live
 from tune_app.run.placement import Placement
-from tune_app.run.request import SearchPlan
+from tune_app.run.request import SearchPlan, SearchRequest
 from tune_app.run.resume import (
     Manifest,
     ResumableSearcher,
@@ -79,47 +79,20 @@ class SearchResult:
 
 def run(plan: SearchPlan) -> SearchResult:
     """Run (or resume) the search ``plan`` describes; return its result."""
-    from tune_app.run import placement as place
-    from tune_app.run.budget import start_ledger
-
-    req = plan.request
-    started = time.time()
+    req, started = plan.request, time.time()
     if "data_dir" in plan.fixed and not (req.address or os.environ.get("RAY_ADDRESS")):
         plan.objective.check_data(plan.fixed)  # local run: the driver sees the workers' files
-    uri = resolve_tracking_uri(req.tracking_uri)
-    wanted = Manifest(
-        request=req.stored(plan.space_source, plan.task_ref)
-        | {
-            "experiment": plan.experiment,
-            "tracking_uri": redact_uri(uri),
-            "strategy_options": plan.strategy_options,
-            "data_dir": str(plan.fixed["data_dir"]) if "data_dir" in plan.fixed else None,
-        },
-        space_digest=plan.space.digest,
-        metric=plan.metric,
-        run_name=plan.run_name,
-    )
+    wanted = _manifest(plan)
     root = Path(req.storage_path or "tune_runs").resolve() / plan.experiment
     run_dir = _resume_dir(req.resume, root, plan.run_name, wanted, req.tracking_uri)
-    tracker = Tracker(uri, plan.experiment)
-
-    place.ensure_ray(req.address)
-    import ray
-
-    placement = place.plan(
-        ray.cluster_resources(),
-        req.num_workers,
-        req.gpus_per_worker,
-        req.cpus_per_worker,
-        req.max_concurrent,
-    )
+    resuming = run_dir is not None
+    tracker = Tracker(resolve_tracking_uri(req.tracking_uri), plan.experiment)
+    placement = _start_ray(req)
     if run_dir is None:
         run_dir, manifest = _new_run(plan, wanted, root, tracker, placement)
-        resuming = False
     else:
         manifest = Manifest.load(run_dir)
         tracker.reopen(manifest.parent_run_id)
-        resuming = True
     key = manifest.parent_run_id
     if req.verbose:
         what = f"resuming {run_dir}" if resuming else f"run dir {run_dir}"
@@ -128,7 +101,61 @@ def run(plan: SearchPlan) -> SearchResult:
             f"seed {req.seed}, budget {req.budget_epochs} epochs; {placement.describe()}; {what}",
             flush=True,
         )
+    recorder, ledger = _start_recording(plan, run_dir, key, tracker, resuming)
+    tuner = _tuner(plan, run_dir, key, ledger, placement, resuming)
+    result = _fit(plan, tuner, recorder, ledger, manifest, run_dir, started)
+    if req.verbose:
+        print(
+            f"tune_app: {plan.strategy.label} done: best {plan.metric} {result.best_metric:.4g} "
+            f"after {result.epochs_spent} epochs in {len(result.trials)} trials "
+            f"({result.wall_time_s:.0f}s); MLflow run {key}",
+            flush=True,
+        )
+    return result
 
+
+def _manifest(plan: SearchPlan) -> Manifest:
+    """The manifest a new run of ``plan`` writes (and a resumed one must match)."""
+    uri = resolve_tracking_uri(plan.request.tracking_uri)
+    data_dir = plan.fixed.get("data_dir")
+    return Manifest(
+        request=plan.request.stored(plan.space_source, plan.task_ref)
+        | {
+            "experiment": plan.experiment,
+            "tracking_uri": redact_uri(uri),
+            "strategy_options": plan.strategy_options,
+            "data_dir": str(data_dir) if data_dir is not None else None,
+        },
+        space_digest=plan.space.digest,
+        metric=plan.metric,
+        run_name=plan.run_name,
+    )
+
+
+def _start_ray(req: SearchRequest) -> Placement:
+    """Connect to (or start) Ray and plan where trials and their workers go."""
+    from tune_app.run import placement as place
+
+    place.ensure_ray(req.address)
+    import ray
+
+    return place.plan(
+        ray.cluster_resources(),
+        req.num_workers,
+        req.gpus_per_worker,
+        req.cpus_per_worker,
+        req.max_concurrent,
+    )
+
+
+def _start_recording(
+    plan: SearchPlan, run_dir: Path, key: str, tracker: Tracker, resuming: bool
+) -> tuple[TrackingCallback, Any]:
+    """The journal and its MLflow outbox, the epoch ledger (both seeded from the
+    journal), the tracking callback, and this driver's live objects."""
+    from tune_app.run.budget import start_ledger
+
+    req = plan.request
     # Tune's new console output ignores verbose=0; we print our own progress.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Snapshot Tune's experiment state often: resume restarts from the newest one.
@@ -161,7 +188,21 @@ def run(plan: SearchPlan) -> SearchResult:
         ),
     )
     live.register(key, _live_objects(recorder, ledger, state))
-    tuner = _tuner(plan, run_dir, key, ledger, placement, resuming)
+    return recorder, ledger
+
+
+def _fit(
+    plan: SearchPlan,
+    tuner: Any,
+    recorder: TrackingCallback,
+    ledger: Any,
+    manifest: Manifest,
+    run_dir: Path,
+    started: float,
+) -> SearchResult:
+    """Run the Tuner; whatever happens, release what it leaves behind and record the end."""
+    from tune_app.run import placement as place
+
     status = "FAILED"
     groups_before = place.live_placement_groups()
     try:
@@ -174,14 +215,7 @@ def run(plan: SearchPlan) -> SearchResult:
         drop_orphans(recorder, ledger)
         result = _finish(plan, recorder, manifest, started, run_dir, status)
         ledger.kill()
-        live.release(key)
-    if req.verbose:
-        print(
-            f"tune_app: {plan.strategy.label} done: best {plan.metric} {result.best_metric:.4g} "
-            f"after {result.epochs_spent} epochs in {len(result.trials)} trials "
-            f"({result.wall_time_s:.0f}s); MLflow run {key}",
-            flush=True,
-        )
+        live.release(manifest.parent_run_id)
     return result
 
 

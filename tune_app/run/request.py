@@ -142,6 +142,16 @@ class SearchRequest:
         """The checks that need only the values."""
         if not isinstance(self.strategy, str):
             raise ConfigError(f"strategy must be a name, got {self.strategy!r}")
+        if not isinstance(self.space, str | Path | SearchSpace):
+            raise ConfigError(
+                f"space must be a YAML file path or a SearchSpace, got {type(self.space).__name__}"
+            )
+        if not _is_int(self.seed) or not 0 <= self.seed < 2**32:
+            raise ConfigError(f"--seed must be an integer in 0..{2**32 - 1}, got {self.seed!r}")
+        if self.experiment is not None and (
+            not isinstance(self.experiment, str) or not self.experiment.strip()
+        ):
+            raise ConfigError("--experiment must be a non-empty name (or leave it out)")
         b = self.budget_epochs
         if not _is_int(b) or b < 1:
             raise ConfigError(f"--budget-epochs must be an integer >= 1, got {b!r}")
