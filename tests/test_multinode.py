@@ -15,6 +15,7 @@ import ray
 
 from tests.conftest import LocalCluster
 from tests.test_job_submit import submit_search
+from tests.user_tasks import Rendezvous
 from tune_app import run_search
 from tune_app.tasks.loop import TRAIN_ENV_DEFAULTS
 
@@ -64,10 +65,15 @@ def worker_node_id() -> str:
 def test_trials_land_on_both_nodes(
     two_nodes: LocalCluster, small_space: Path, tracking_uri: str, tmp_path: Path
 ) -> None:
-    # 2 CPUs per worker: each node fits exactly one trial's worker group.
+    # 2 CPUs per worker: each node fits exactly one trial's worker group. The two
+    # trials' workers wait for each other before training, so they overlap however
+    # fast the machine is, and the second group can only be placed on the other node.
+    meeting = tmp_path / "meeting"
+    meeting.mkdir()
     result = run_search(
         "random",
         small_space,
+        task=Rendezvous(str(meeting), parties=2),
         budget_epochs=4,
         cpus_per_worker=2,
         max_concurrent=2,
@@ -76,6 +82,7 @@ def test_trials_land_on_both_nodes(
         verbose=False,
     )
     nodes = {n for cell in result.trials.nodes for n in cell.split(",") if n}
+    assert len(list(meeting.glob("arrived-*"))) == 2  # two worker processes met
     assert len(nodes) == 2
     assert worker_node_id() in nodes
     assert result.epochs_spent == 4

@@ -41,3 +41,26 @@ class Exploding(Blobs):
 
 
 BLOBS = Blobs()
+
+
+class Rendezvous(Blobs):
+    """Blobs whose workers wait in ``load_data`` until ``parties`` workers (of any
+    trials) have arrived, or ``timeout_s`` passed: concurrent trials then overlap
+    for certain, however fast the machine is."""
+
+    name = "rendezvous"
+
+    def __init__(self, folder: str = "", parties: int = 2, timeout_s: float = 120.0) -> None:
+        self.folder, self.parties, self.timeout_s = folder, parties, timeout_s
+
+    def load_data(self, config: Mapping[str, Any], seed: int) -> tuple[Dataset, Dataset]:
+        import os
+        import time
+        from pathlib import Path
+
+        here = Path(self.folder)
+        (here / f"arrived-{os.getpid()}").touch()
+        deadline = time.monotonic() + self.timeout_s
+        while len(list(here.glob("arrived-*"))) < self.parties and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return super().load_data(config, seed)
