@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,6 @@ class Manifest:
     experiment_id: str = ""
     status: str = "RUNNING"
     version: int = MANIFEST_VERSION
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def experiment(self) -> str:
@@ -65,16 +64,6 @@ class Manifest:
     def tracking_uri(self) -> str:
         """The run's tracking URI (a password in it is stored as ``***``)."""
         return str(self.request["tracking_uri"])
-
-    @property
-    def seed(self) -> int:
-        """The run's seed."""
-        return int(self.request["seed"])
-
-    @property
-    def budget_epochs(self) -> int:
-        """The run's epoch budget."""
-        return int(self.request["budget_epochs"])
 
     def to_request(self, **changes: Any) -> SearchRequest:
         """The stored request, with ``changes`` (resume supplies the live options)."""
