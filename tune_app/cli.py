@@ -60,7 +60,6 @@ def _search_args(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None
             "--" + f.name.replace("_", "-"),
             type=meta["type"] or str,
             default=f.default,
-            metavar=meta["metavar"],
             help=help_text,
         )
     p.add_argument(

@@ -10,8 +10,8 @@ from typing import Any
 
 import pandas as pd
 
+from tune_app import spaces, tasks
 from tune_app import strategies as registry
-from tune_app import tasks
 from tune_app.comparison import report
 from tune_app.comparison.finalists import cross_validate, finalists
 from tune_app.comparison.finalists import with_without as with_without_tuning
@@ -98,11 +98,12 @@ def compare(
         if key in search_kwargs:
             raise ConfigError(f"compare sets {key!r} itself; pass strategies and seeds instead")
     base = SearchRequest.make(space=space, **search_kwargs)
+    if not isinstance(space, SearchSpace):  # loaded once for every search
+        base = base.replace(space=spaces.load(space))
     # Every (strategy, seed) is validated and built before the first search starts.
     plans = [[base.replace(strategy=n, seed=seed).plan() for n in names] for seed in seeds]
     first = plans[0][0]
     sp, the_task = first.space, first.objective
-    base = base.replace(space=sp)
     if cv_top < 0 or with_without < 0:
         raise ConfigError("--cv-top and --with-without must be >= 0")
     if (cv_top or with_without) and isinstance(the_task, LookupObjective):

@@ -36,7 +36,7 @@ from tune_app.run.resume import (
     locate,
     reconcile,
 )
-from tune_app.strategies.base import RunArtifacts, TrialTagger
+from tune_app.strategies.base import RunArtifacts
 from tune_app.tracking.callback import TrackingCallback
 from tune_app.tracking.outbox import JOURNAL, Journal, Outbox
 from tune_app.tracking.state import RunState
@@ -153,7 +153,7 @@ def _start_recording(
 ) -> tuple[TrackingCallback, Any]:
     """The journal and its MLflow outbox, the epoch ledger (both seeded from the
     journal), the tracking callback, and this driver's live objects."""
-    from tune_app.run.budget import start_ledger
+    from tune_app.run.budget import BudgetCallback, start_ledger
 
     req = plan.request
     # Tune's new console output ignores verbose=0; we print our own progress.
@@ -180,14 +180,16 @@ def _start_recording(
         keys=tuple(plan.objective.metrics),
         verbose=req.verbose,
         task=plan.objective.name,
-        tagger=plan.searcher if isinstance(plan.searcher, TrialTagger) else None,
         on_first_step=(
             (lambda trials: reconcile(recorder, ledger, trials, plan.space.max_epochs))
             if resuming
             else None
         ),
     )
-    live.register(key, _live_objects(recorder, ledger, state))
+    # Tune knows a re-suggested trial by its new id; the budget callback does too.
+    by_tune_id = {**recorded, **{new: recorded[old] for new, old in state.aliases.items()}}
+    budget = BudgetCallback(ledger, by_tune_id)
+    live.register(key, live.Live(recorder=recorder, callbacks=[budget, recorder]))
     return recorder, ledger
 
 
@@ -217,15 +219,6 @@ def _fit(
         ledger.kill()
         live.release(manifest.parent_run_id)
     return result
-
-
-def _live_objects(recorder: TrackingCallback, ledger: Any, state: RunState) -> live.Live:
-    from tune_app.run.budget import BudgetCallback
-
-    recorded = {tid: rec.epochs for tid, rec in state.trials.items()}
-    # Tune knows a re-suggested trial by its new id; the budget callback does too.
-    by_tune_id = {**recorded, **{new: recorded[old] for new, old in state.aliases.items()}}
-    return live.Live(recorder=recorder, callbacks=[BudgetCallback(ledger, by_tune_id), recorder])
 
 
 def _new_run(
@@ -387,8 +380,9 @@ def _finish(
         best_config = dict(best_rec.config)
     wall = recorder.elapsed()
     artifacts = list(TABLES)
-    if isinstance(plan.searcher, RunArtifacts):
-        artifacts += plan.searcher.write_artifacts(run_dir)
+    searcher = live.lookup(manifest.parent_run_id).searcher or plan.searcher
+    if isinstance(searcher, RunArtifacts):
+        artifacts += searcher.write_artifacts(run_dir)
     metric = plan.metric
     recorder.outbox.submit(
         {

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from ray import tune
 
+from tune_app.strategies.base import TrialTagger
+
 if TYPE_CHECKING:
     from tune_app.tracking.callback import TrackingCallback
 
@@ -27,6 +29,13 @@ class Live:
 
     recorder: TrackingCallback
     callbacks: list[tune.Callback] = field(default_factory=list)
+    searcher: Any = None  # the searcher Tune uses (after a restore: Tune's copy)
+
+    def attach(self, searcher: Any) -> None:
+        """Record the searcher Tune asks; its trial tags go to the recorder."""
+        if searcher is not self.searcher:
+            self.searcher = searcher
+            self.recorder.tagger = searcher if isinstance(searcher, TrialTagger) else None
 
 
 def register(key: str, objects: Live) -> None:

@@ -42,7 +42,6 @@ def option(
     *,
     cli: bool = True,
     type: Any = None,
-    metavar: str | None = None,
     stored: bool = True,
     same_search: bool = False,
 ) -> Any:
@@ -52,8 +51,7 @@ def option(
         default: the default (a dict default is copied per request).
         help: one line for ``--help`` and the docs.
         cli: whether ``run``/``compare`` get a ``--flag`` for it.
-        type: the CLI's parser for the value (default: the default's type, or str).
-        metavar: the CLI's placeholder.
+        type: the CLI's parser for the value (default: str).
         stored: whether the run manifest keeps it (resume rebuilds the request).
         same_search: whether it identifies the search (``--resume`` only continues
             a run whose identifying options are all equal).
@@ -62,7 +60,6 @@ def option(
         "help": help,
         "cli": cli,
         "type": type,
-        "metavar": metavar,
         "stored": stored,
         "same_search": same_search,
     }
@@ -200,9 +197,6 @@ class SearchRequest:
             f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["stored"]
         }
         out.update(space=space_source, task=task_ref)
-        for key in ("data_dir",):
-            if out[key] is not None:
-                out[key] = str(out[key])
         return out
 
     @classmethod

@@ -100,13 +100,11 @@ class Manifest:
 
     def same_search(self, other: Manifest) -> list[str]:
         """Names of the options that differ between two searches (empty: same)."""
-        differ = [k for k in same_search_fields() if k != "space" and self._get(k) != other._get(k)]
+        mine, theirs = self.request, other.request
+        differ = [k for k in same_search_fields() if k != "space" and mine.get(k) != theirs.get(k)]
         if self.space_digest != other.space_digest:
             differ.insert(0, "space")
         return differ
-
-    def _get(self, key: str) -> Any:
-        return self.request.get(key)
 
 
 def locate(target: str | Path, tracking_uri: str | None = None) -> Path:
@@ -170,6 +168,7 @@ class ResumableSearcher(GuardedSearcher):
 
     def suggest(self, trial_id: str) -> Any:
         """The wrapped searcher's next config; re-suggested orphans keep their record."""
+        live.lookup(self.key).attach(self.searcher)  # the searcher Tune really uses
         config = super().suggest(trial_id)
         orphans = self.recorder.state.orphans
         if not orphans or not isinstance(config, dict):

@@ -59,17 +59,10 @@ class TrackingCallback(tune.Callback):
         self.metric, self.mode = state.metric, state.mode
         self.budget, self.max_epochs = budget_epochs, max_epochs
         self.verbose = verbose
-        self.tagger = tagger  # a searcher that adds tags to each trial's run
+        self.tagger = tagger  # the searcher, when it tags each trial's run (see run.live)
         self.on_first_step = on_first_step  # resume: reconcile Tune's trials with the journal
         self._stepped = False
         self.fatal: str | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Tune pickles its callbacks into ``tuner.pkl``; a resumed driver attaches
-        fresh ones, so the live outbox (thread, MLflow client) stays out of it."""
-        state = self.__dict__.copy()
-        state.update(outbox=None, tagger=None, on_first_step=None)
-        return state
 
     # Compatibility with the previous in-memory recorder.
     @property

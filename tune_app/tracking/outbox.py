@@ -140,16 +140,6 @@ class Outbox:
                 box.pending.append(_Pending(e, tries=1))  # re-sends always verify
         return box
 
-    def __getstate__(self) -> dict[str, Any]:
-        """Picklable (Tune pickles its callbacks): without the thread and its lock."""
-        state = self.__dict__.copy()
-        state.update(_cond=None, _thread=None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._cond = threading.Condition()
-
     # -- the driver's side --------------------------------------------------
 
     def start(self) -> None:
