@@ -109,3 +109,66 @@ def test_contains_and_default_config() -> None:
     assert not sp.contains({**cfg, "lr": 10.0})
     assert not sp.contains({**cfg, "extra": 1})
     assert not sp.contains({**cfg, "hidden": 20.5})
+
+
+def test_discrete_parameters_take_only_their_boxes() -> None:
+    sp = spaces.SearchSpace.from_dict(
+        {
+            **BASE,
+            "params": {
+                "lr": {
+                    "type": "loguniform",
+                    "low": 1e-4,
+                    "high": 0.1,
+                    "boxes": 4,
+                    "discrete": True,
+                },
+                "width": {
+                    "type": "int",
+                    "low": 8,
+                    "high": 64,
+                    "boxes": [8, 32, 64],
+                    "discrete": True,
+                },
+                "drop": {"type": "uniform", "low": 0.0, "high": 0.5},
+            },
+        }
+    )
+    lr, width, drop = sp.params
+    assert lr.discrete and lr.is_finite and not drop.is_finite and not sp.is_finite
+    assert width.contains(32) and not width.contains(16) and not width.contains(32.5)
+    assert lr.contains(lr.boxes[1]) and not lr.contains(lr.boxes[1] * 1.01)
+    assert drop.contains(0.123)
+    domain = sp.tune_param_space()
+    assert list(domain["width"].categories) == [8, 32, 64]
+    assert lr.nearest_box(lr.boxes[2] * 1.2) == 2 and width.nearest_box(40) == 1
+    width_spec = {"type": "int", "low": 8, "high": 64, "boxes": [8, 32, 64], "discrete": True}
+    finite = spaces.SearchSpace.from_dict({**BASE, "params": {"w": width_spec}})
+    assert finite.is_finite and finite.cell({"w": 32}) == (1,) and sp.cell({}) is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        (
+            {"type": "int", "low": 1, "high": 4, "discrete": "yes"},
+            "'discrete' must be true or false",
+        ),
+        ({"type": "choice", "values": [1, 2], "discrete": True}, "unknown key"),
+        ({"type": "int", "low": 1, "high": 4, "boxes": [2], "discrete": True}, "at least 2 boxes"),
+        (
+            {
+                "type": "int",
+                "low": 1,
+                "high": 9,
+                "boxes": [1, 5, 9],
+                "discrete": True,
+                "default": 4,
+            },
+            "default 4 is not a legal value",
+        ),
+    ],
+)
+def test_bad_discrete_declarations_name_the_fix(spec: dict[str, Any], needle: str) -> None:
+    with pytest.raises(SpaceError, match=needle):
+        spaces.SearchSpace.from_dict(with_param(**spec))

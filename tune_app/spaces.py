@@ -2,8 +2,11 @@
 
 A space file names its default task, metric, mode and per-trial epoch cap, and
 lists parameters. Every parameter has a type and a discretisation into *value
-boxes*: grid search and the RL controller walk the boxes, while random search
-and TPE sample the continuous ranges.
+boxes*: grid search and the RL controller walk the boxes, while random search,
+TPE, GP and CMA-ES sample the continuous ranges. A numeric parameter marked
+``discrete: true`` takes *only* its box values: every strategy then proposes
+only those (categorical distributions for Optuna, HyperOpt and random search;
+CMA-ES, which has no categorical distribution, searches the box index).
 
 Example file::
 
@@ -13,7 +16,7 @@ Example file::
     max_epochs: 4
     params:
       lr: {type: loguniform, low: 1.0e-4, high: 0.3, boxes: 4}
-      hidden: {type: int, low: 16, high: 128, boxes: [16, 32, 64, 128]}
+      hidden: {type: int, low: 16, high: 128, boxes: [16, 32, 64, 128], discrete: true}
       activation: {type: choice, values: [relu, tanh]}
     fixed:
       batch_size: 64
@@ -39,9 +42,9 @@ from tune_app.errors import SpaceError
 PARAM_TYPES = ("uniform", "loguniform", "int", "choice")
 _TOP_KEYS = {"name", "task", "metric", "mode", "max_epochs", "params", "fixed", "description"}
 _PARAM_KEYS: dict[str, set[str]] = {
-    "uniform": {"type", "low", "high", "boxes", "default"},
-    "loguniform": {"type", "low", "high", "boxes", "default"},
-    "int": {"type", "low", "high", "boxes", "log", "default"},
+    "uniform": {"type", "low", "high", "boxes", "discrete", "default"},
+    "loguniform": {"type", "low", "high", "boxes", "discrete", "default"},
+    "int": {"type", "low", "high", "boxes", "log", "discrete", "default"},
     "choice": {"type", "values", "default"},
 }
 MODES = ("min", "max")
@@ -58,7 +61,39 @@ class Param:
     values: tuple[Any, ...] = ()
     boxes: tuple[Any, ...] = ()
     log: bool = False
+    discrete: bool = False
     default: Any = None
+
+    @property
+    def is_finite(self) -> bool:
+        """Whether the parameter takes only finitely many values (choice or discrete)."""
+        return self.type == "choice" or self.discrete
+
+    def box_index(self, value: Any) -> int | None:
+        """The index of the box equal to ``value`` (floats: to 9 significant digits)."""
+        for i, box in enumerate(self.boxes):
+            if box == value or (
+                isinstance(box, float)
+                and isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and math.isclose(box, value, rel_tol=1e-9, abs_tol=1e-12)
+            ):
+                return i
+        return None
+
+    def nearest_box(self, value: Any) -> int:
+        """The index of the box nearest to ``value`` (by log distance on a log scale)."""
+        exact = self.box_index(value)
+        if exact is not None:
+            return exact
+        if self.type == "choice" or isinstance(value, bool) or not isinstance(value, int | float):
+            raise SpaceError(f"parameter {self.name!r}: {value!r} is not one of its values")
+        if self.is_log and value > 0:
+            return min(
+                range(len(self.boxes)),
+                key=lambda i: abs(math.log(self.boxes[i]) - math.log(value)),
+            )
+        return min(range(len(self.boxes)), key=lambda i: abs(self.boxes[i] - value))
 
     @property
     def is_log(self) -> bool:
@@ -69,6 +104,8 @@ class Param:
         """Whether ``value`` is a legal value of this parameter."""
         if self.type == "choice":
             return value in self.values
+        if self.discrete:
+            return self.box_index(value) is not None
         if isinstance(value, bool) or not isinstance(value, int | float):
             return False
         if self.type == "int" and int(value) != value:
@@ -77,11 +114,11 @@ class Param:
         return self.low <= value <= self.high
 
     def tune_domain(self) -> Any:
-        """The Ray Tune sampling domain for this parameter's continuous range."""
+        """The Ray Tune sampling domain: the continuous range, or the boxes if finite."""
         from ray import tune
 
-        if self.type == "choice":
-            return tune.choice(list(self.values))
+        if self.is_finite:
+            return tune.choice(list(self.boxes))
         assert self.low is not None and self.high is not None
         if self.type == "uniform":
             return tune.uniform(self.low, self.high)
@@ -134,8 +171,19 @@ class SearchSpace:
         for combo in itertools.product(*(p.boxes for p in self.params)):
             yield dict(zip(self.names, combo, strict=True))
 
+    @property
+    def is_finite(self) -> bool:
+        """Whether every parameter is choice or discrete (the grid is the whole space)."""
+        return all(p.is_finite for p in self.params)
+
+    def cell(self, config: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The grid cell ``config`` lies in (box indices), or None if the space is not finite."""
+        if not self.is_finite:
+            return None
+        return tuple(p.box_index(config.get(p.name)) for p in self.params)
+
     def tune_param_space(self) -> dict[str, Any]:
-        """The Ray Tune ``param_space`` over the continuous ranges."""
+        """The Ray Tune ``param_space``: continuous ranges, and finite parameters' boxes."""
         return {p.name: p.tune_domain() for p in self.params}
 
     def contains(self, config: Mapping[str, Any]) -> bool:
@@ -282,7 +330,14 @@ def _parse_param(src: str, name: str, spec: Any) -> Param:
             f"{src}: {where}: a log range needs low > 0, got low={low:g}; "
             f"use a positive lower bound or type uniform"
         )
+    discrete = spec.get("discrete", False)
+    if not isinstance(discrete, bool):
+        raise SpaceError(f"{src}: {where}: 'discrete' must be true or false, got {discrete!r}")
     boxes = _boxes(src, where, spec.get("boxes", 5), low, high, log, is_int)
+    if discrete and len(boxes) < 2:
+        raise SpaceError(
+            f"{src}: {where}: a discrete parameter needs at least 2 boxes; list its values"
+        )
     p = Param(
         name=name,
         type=ptype,
@@ -290,6 +345,7 @@ def _parse_param(src: str, name: str, spec: Any) -> Param:
         high=int(high) if is_int else high,
         boxes=boxes,
         log=log,
+        discrete=discrete,
     )
     return _with_default(src, where, p, spec)
 
