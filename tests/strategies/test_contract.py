@@ -96,3 +96,34 @@ def test_grid_visits_every_box_once_then_finishes() -> None:
         tuple(sorted(c.items())) for c in SPACE.grid()
     }
     assert searcher.suggest("after") == Searcher.FINISHED
+
+
+DISCRETE = spaces.SearchSpace.from_dict(
+    {
+        "task": "digits_mlp",
+        "metric": "val_accuracy",
+        "mode": "max",
+        "max_epochs": 3,
+        "params": {
+            "lr": {"type": "loguniform", "low": 1e-4, "high": 0.3, "boxes": 6, "discrete": True},
+            "hidden": {
+                "type": "int",
+                "low": 8,
+                "high": 128,
+                "boxes": [8, 32, 128],
+                "discrete": True,
+            },
+            "dropout": {"type": "uniform", "low": 0.0, "high": 0.5, "discrete": True},
+        },
+    }
+)
+
+
+@pytest.mark.parametrize("name", SEARCHERS)
+def test_discrete_parameters_get_only_box_values(name: str) -> None:
+    searcher = strategies.build_searcher(name, DISCRETE, "val_accuracy", "max", 0)
+    configs = drive(searcher, 14)
+    assert len(configs) == 14
+    for cfg in configs:
+        for p in DISCRETE.params:
+            assert cfg[p.name] in p.boxes, (p.name, cfg[p.name], p.boxes)

@@ -64,6 +64,18 @@ REGISTRY: dict[str, StrategyInfo] = {
             "Bayesian optimisation: Optuna's TPE sampler",
         ),
         StrategyInfo(
+            "gp",
+            "searcher",
+            "tune_app.strategies.gp",
+            "Bayesian optimisation: Optuna's Gaussian-process sampler",
+        ),
+        StrategyInfo(
+            "cmaes",
+            "searcher",
+            "tune_app.strategies.cmaes",
+            "evolution strategy: Optuna's CMA-ES (for continuous spaces)",
+        ),
+        StrategyInfo(
             "hyperopt",
             "searcher",
             "tune_app.strategies.hyperopt_tpe",

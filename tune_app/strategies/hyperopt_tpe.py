@@ -17,12 +17,12 @@ class Options:
     """Options of ``hyperopt``.
 
     Attributes:
-        n_initial_points: random trials before TPE starts modelling (HyperOpt's
-            default is 20; 5 keeps it comparable with ``optuna``).
+        n_initial_points: random trials before TPE starts modelling (default:
+            Ray's ``HyperOptSearch`` and HyperOpt's own, 20).
         gamma: TPE's quantile splitting good from bad trials.
     """
 
-    n_initial_points: int = 5
+    n_initial_points: int = 20
     gamma: float = 0.25
 
     def __post_init__(self) -> None:

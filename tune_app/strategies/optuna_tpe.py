@@ -14,21 +14,27 @@ from tune_app.strategies.base import StrategyPlugin, parse_options, require
 
 @dataclass(frozen=True)
 class Options:
-    """Options of ``optuna``.
+    """Options of ``optuna`` (defaults: Optuna's own, so it runs as its docs run it).
 
     Attributes:
-        n_startup_trials: random trials before TPE starts modelling. Optuna's
-            default is 10; 5 keeps TPE active at the small budgets we compare on.
-        multivariate: model parameters jointly instead of independently.
+        n_startup_trials: random trials before TPE starts modelling.
+        multivariate: model parameters jointly (multivariate TPE) instead of one
+            at a time; unset: Optuna's default (multivariate since Optuna 5).
     """
 
-    n_startup_trials: int = 5
-    multivariate: bool = False
+    n_startup_trials: int = 10
+    multivariate: bool | None = None
 
     def __post_init__(self) -> None:
         require(
-            isinstance(self.n_startup_trials, int) and self.n_startup_trials >= 0,
+            isinstance(self.n_startup_trials, int)
+            and not isinstance(self.n_startup_trials, bool)
+            and self.n_startup_trials >= 0,
             "optuna: 'n_startup_trials' must be an integer >= 0",
+        )
+        require(
+            self.multivariate is None or isinstance(self.multivariate, bool),
+            "optuna: 'multivariate' must be true, false or unset",
         )
 
 
@@ -37,19 +43,14 @@ def build(
 ) -> Searcher:
     """Ray's ``OptunaSearch`` with a seeded ``TPESampler``."""
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
+
+    from tune_app.strategies import optuna_space
 
     opts = parse_options(Options, "optuna", options)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(
         seed=seed, n_startup_trials=opts.n_startup_trials, multivariate=opts.multivariate
-    )
-    return OptunaSearch(
-        space=OptunaSearch.convert_search_space(space.tune_param_space()),
-        metric=metric,
-        mode=mode,
-        sampler=sampler,
-    )
+    )  # multivariate=None: Optuna's default
+    return optuna_space.searcher(space, metric, mode, sampler)
 
 
 PLUGIN = StrategyPlugin(build=build, options=Options, warmup_option="n_startup_trials")

@@ -1,4 +1,5 @@
-"""``random``: independent uniform samples of the continuous ranges (seeded)."""
+"""``random``: independent uniform samples of the ranges, and of the boxes of finite
+parameters (seeded)."""
 
 from __future__ import annotations
 
@@ -22,16 +23,11 @@ def build(
 ) -> Searcher:
     """Ray's ``OptunaSearch`` driving Optuna's seeded ``RandomSampler``."""
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
+
+    from tune_app.strategies import optuna_space
 
     parse_options(Options, "random", options)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return OptunaSearch(
-        space=OptunaSearch.convert_search_space(space.tune_param_space()),
-        metric=metric,
-        mode=mode,
-        sampler=optuna.samplers.RandomSampler(seed=seed),
-    )
+    return optuna_space.searcher(space, metric, mode, optuna.samplers.RandomSampler(seed=seed))
 
 
 PLUGIN = StrategyPlugin(build=build, options=Options)
