@@ -145,3 +145,16 @@ def test_write_report_produces_markdown_and_plots(tmp_path: Path):
     assert "| good |" in text and "too few seeds" in text
     for png in ("anytime_epochs.png", "anytime_wall.png", "chosen_values.png", "heatmap.png"):
         assert (tmp_path / png).stat().st_size > 5_000
+
+
+def test_duplicates_count_configurations_a_run_evaluated_again():
+    study = _study({"random": [1.0, 2.0], "tpe": [0.5, 0.7]})
+    trials = study.trials
+    # tpe's seed-0 run proposes its first configuration twice more
+    again = (trials.strategy == "tpe") & (trials.seed == 0)
+    trials.loc[again, "config.x"] = 0.0
+    dups = report.duplicates(study)
+    assert dups[("tpe", 0)] == 2 and dups[("tpe", 1)] == 0 and dups[("random", 0)] == 0
+    table = report.final_table(study, "random").set_index("strategy")
+    assert table.loc["tpe", "duplicates mean"] == 1.0
+    assert table.loc["random", "duplicates mean"] == 0.0

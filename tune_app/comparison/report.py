@@ -209,10 +209,24 @@ def ranks(study: Study) -> pd.DataFrame:
     return score.rank(axis=1, ascending=False, method="average")[study.strategies]
 
 
+def duplicates(study: Study) -> pd.Series:
+    """Per (strategy, seed): trials that re-evaluated a configuration the same run had
+    already tried (a discrete space's cell proposed again)."""
+    trials = study.trials
+    cols = [c for c in trials.columns if c.startswith("config.")]
+    if trials.empty or not cols:
+        return pd.Series(dtype=float)
+    if "trial" in trials:
+        trials = trials.sort_values(["strategy", "seed", "trial"])
+    dup = trials.duplicated(subset=["strategy", "seed", *cols])
+    return dup.groupby([trials["strategy"], trials["seed"]]).sum()
+
+
 def final_table(study: Study, baseline: str | None = None) -> pd.DataFrame:
-    """One row per strategy: best metric (mean, std), regret, mean rank, cost."""
+    """One row per strategy: best metric (mean, std), regret, mean rank, cost, duplicates."""
     runs = study.runs
     rank = ranks(study).mean()
+    dups = duplicates(study)
     rows = []
     base_regret = math.nan
     if study.optimum is not None and baseline in study.strategies:
@@ -234,6 +248,9 @@ def final_table(study: Study, baseline: str | None = None) -> pd.DataFrame:
         row["mean rank"] = float(rank[name])
         row["trials mean"] = sub["trials"].mean()
         row["epochs spent mean"] = sub["epochs_spent"].mean()
+        row["duplicates mean"] = (
+            float(dups.loc[name].mean()) if name in dups.index.get_level_values(0) else 0.0
+        )
         row["wall time mean (s)"] = sub["wall_time_s"].mean()
         rows.append(row)
     return pd.DataFrame(rows)
