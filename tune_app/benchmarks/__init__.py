@@ -25,7 +25,9 @@ def get(name: str) -> Benchmark:
     if name not in BENCHMARKS:
         raise ConfigError(f"unknown benchmark {name!r}; valid: {', '.join(BENCHMARKS)}")
     module, _, attr = BENCHMARKS[name].partition(":")
-    bench: Benchmark = getattr(importlib.import_module(module), attr)()
+    attr, _, arg = attr.partition("/")
+    factory = getattr(importlib.import_module(module), attr)
+    bench: Benchmark = factory(arg) if arg else factory()
     return bench
 
 

@@ -19,6 +19,7 @@ from ray.tune.search import Searcher
 from tune_app import strategies as registry
 from tune_app.benchmarks.base import Benchmark
 from tune_app.errors import ConfigError
+from tune_app.spaces import SearchSpace
 
 
 @dataclass
@@ -48,11 +49,13 @@ def drive(
     seed: int,
     options: Mapping[str, Any] | None = None,
     name: str | None = None,
+    space: SearchSpace | None = None,
 ) -> Trace:
-    """Run ``evaluations`` full-fidelity trials of ``strategy`` on ``bench``."""
+    """Run ``evaluations`` full-fidelity trials of ``strategy`` on ``bench`` (over
+    ``space`` instead of the benchmark's own, e.g. with ``discrete`` removed)."""
     if evaluations < 1:
         raise ConfigError(f"evaluations must be >= 1, got {evaluations}")
-    space = bench.space
+    space = space or bench.space
     if isinstance(strategy, Searcher):
         searcher, label = strategy, name or type(strategy).__name__
     else:

@@ -5,13 +5,14 @@ The table (``data/digits_mlp_tabular.parquet``, built by
 configuration of :data:`GRID` at every epoch 1..9, trained with the project's own
 loop on split seed 0. A trial's "training" looks its learning curve up, so every
 strategy (schedulers included) runs in seconds with the optimum known: the best
-accuracy anywhere in the table. Continuous proposals from random search or TPE are
+accuracy anywhere in the table. Its parameters are declared ``discrete``, so every
+strategy proposes grid values; a continuous proposal (the same space with
+``discrete`` off, as ``benchmarks/compare_strategies.py --continuous`` runs it) is
 snapped to the nearest grid value (on a log scale for log-scaled parameters).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
@@ -27,10 +28,23 @@ TABLE = Path(__file__).parent / "data" / "digits_mlp_tabular.parquet"
 MAX_EPOCHS = 9
 # The grid the table covers: the value boxes of the space below.
 GRID: dict[str, dict[str, Any]] = {
-    "lr": {"type": "loguniform", "low": 1.0e-4, "high": 0.3, "boxes": 8},
-    "hidden": {"type": "int", "low": 8, "high": 128, "log": True, "boxes": [8, 16, 32, 64, 128]},
-    "layers": {"type": "int", "low": 1, "high": 3, "boxes": [1, 2, 3]},
-    "dropout": {"type": "uniform", "low": 0.0, "high": 0.5, "boxes": [0.0, 0.25, 0.5]},
+    "lr": {"type": "loguniform", "low": 1.0e-4, "high": 0.3, "boxes": 8, "discrete": True},
+    "hidden": {
+        "type": "int",
+        "low": 8,
+        "high": 128,
+        "log": True,
+        "boxes": [8, 16, 32, 64, 128],
+        "discrete": True,
+    },
+    "layers": {"type": "int", "low": 1, "high": 3, "boxes": [1, 2, 3], "discrete": True},
+    "dropout": {
+        "type": "uniform",
+        "low": 0.0,
+        "high": 0.5,
+        "boxes": [0.0, 0.25, 0.5],
+        "discrete": True,
+    },
 }
 FIXED = {"activation": "relu", "batch_size": 64, "optimizer": "adam"}
 
@@ -49,12 +63,6 @@ def grid_space() -> SearchSpace:
         },
         source="<benchmark digits_tabular>",
     )
-
-
-def _nearest(boxes: tuple[Any, ...], value: float, log: bool) -> Any:
-    if log and value > 0:
-        return min(boxes, key=lambda b: abs(math.log(b) - math.log(value)))
-    return min(boxes, key=lambda b: abs(b - value))
 
 
 class DigitsTabular(Benchmark):
@@ -87,10 +95,7 @@ class DigitsTabular(Benchmark):
 
     def snap(self, config: Mapping[str, Any]) -> tuple[Any, ...]:
         """The grid point nearest to ``config``."""
-        key = []
-        for p in self.space.params:
-            key.append(_nearest(p.boxes, float(config[p.name]), p.is_log))
-        return tuple(key)
+        return tuple(p.boxes[p.nearest_box(float(config[p.name]))] for p in self.space.params)
 
     def curve(self, config: Mapping[str, Any]) -> pd.DataFrame:
         """The stored per-epoch rows of the grid point nearest to ``config``."""

@@ -46,6 +46,10 @@ def resolve(ref: Any) -> Objective:
         return ref()
     if not isinstance(ref, str) or not ref:
         raise TaskError(f"task must be a Task, a built-in name or 'module:attr', got {ref!r}")
+    if ref in BENCHMARKS:
+        from tune_app import benchmarks
+
+        return benchmarks.get(ref)
     target = TASKS.get(ref, ref)
     if ":" not in target:
         raise TaskError(
