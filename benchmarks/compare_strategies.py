@@ -1,14 +1,19 @@
 """Every strategy x many seeds x the benchmarks with known optima: the final table.
 
     python benchmarks/compare_strategies.py                      # searchers, in-process
+    python benchmarks/compare_strategies.py --continuous         # the same, discrete ignored
     python benchmarks/compare_strategies.py --tune --seeds 10     # + all strategies via Tune
 
-Part 1 drives every registered *searcher* (grid, random, optuna, hyperopt, dqn when
-registered) in-process (:mod:`tune_app.benchmarks.drive`: the same searcher objects
-Tune uses, each proposal evaluated at full fidelity) on every benchmark, at budgets
-of N full-length trials, and prints per (benchmark, budget): normalised regret
-(mean regret / random's mean regret: 1 = random, 0 = optimum), its spread over
-seeds, and the mean rank. Grid runs only where its whole grid fits the budget.
+Part 1 drives every registered *searcher* in-process
+(:mod:`tune_app.benchmarks.drive`: the same searcher objects Tune uses, each
+proposal evaluated at full fidelity) on every known-optimum benchmark, 20 seeds,
+at budgets of 10, 25 and 50 full-length trials, in parallel processes. A searcher
+that ignores the budget runs once at the largest budget and is read at each
+budget (its first N proposals are the same either way); ``dqn`` runs per budget.
+Per (benchmark, budget) it prints the normalised regret (mean regret / random's
+mean regret: 1 = random, 0 = optimum), its standard error, the mean rank, the
+mean number of duplicate evaluations (a table cell evaluated again) and the
+paired Wilcoxon test against random. Grid runs only where its whole grid fits.
 
 Part 2 (``--tune``) runs *all* strategies, schedulers included, through
 :func:`tune_app.compare` (Ray Tune trials, epoch budget, MLflow) on the
@@ -18,20 +23,27 @@ multi-fidelity benchmarks, and writes each comparison's full report.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from tune_app import strategies as registry
 from tune_app.benchmarks import BENCHMARKS, get
-from tune_app.benchmarks.drive import drive
+from tune_app.benchmarks.drive import Trace, drive
 from tune_app.comparison import report
+from tune_app.spaces import SearchSpace
 
 
-def study_from_traces(bench_name: str, budget: int, traces: list) -> report.Study:
+def study_from_traces(bench_name: str, budget: int, traces: list[Trace]) -> report.Study:
     """A report :class:`~tune_app.comparison.report.Study` from in-process driver traces."""
     bench = get(bench_name)
     runs, hist, trials = [], [], []
@@ -83,54 +95,136 @@ def study_from_traces(bench_name: str, budget: int, traces: list) -> report.Stud
     )
 
 
-def part1(names: list[str], seeds: int, budgets: list[int], out: Path) -> pd.DataFrame:
+def continuous(space: SearchSpace) -> SearchSpace:
+    """``space`` with every ``discrete`` declaration removed (the old mapping)."""
+    return replace(space, params=tuple(replace(p, discrete=False) for p in space.params))
+
+
+def _budget_free(strategy: str) -> bool:
+    """Whether a searcher ignores the budget, so one long run truncated serves all budgets."""
+    return strategy != "dqn"  # dqn's state includes the fraction of the budget used
+
+
+def _one(job: tuple[str, str, int, int, bool]) -> Trace:
+    """One driven search (run in a worker process)."""
+    bench_name, strategy, seed, budget, as_continuous = job
+    torch.set_num_threads(1)
+    bench = get(bench_name)
+    space = continuous(bench.space) if as_continuous else None
+    opts = {"horizon": budget} if strategy == "dqn" else None
+    return drive(strategy, bench, budget, seed, opts, space=space)
+
+
+def cell_duplicates(bench_name: str, trace: Trace, upto: int) -> int:
+    """Evaluations (of the first ``upto``) of a table cell the search had already evaluated."""
+    space = get(bench_name).space
+    if not space.is_finite:
+        return 0
+    cells = [tuple(p.nearest_box(c[p.name]) for p in space.params) for c in trace.configs[:upto]]
+    return len(cells) - len(set(cells))
+
+
+def truncated(trace: Trace, budget: int) -> Trace:
+    """The first ``budget`` evaluations of ``trace``."""
+    return Trace(trace.strategy, trace.seed, trace.configs[:budget], trace.values[:budget])
+
+
+def part1(
+    names: list[str],
+    benchmarks: list[str],
+    seeds: int,
+    budgets: list[int],
+    out: Path,
+    jobs: int,
+    as_continuous: bool,
+) -> pd.DataFrame:
+    """Every searcher x seed on every benchmark in-process; a row per (bench, budget, strategy)."""
+    top = max(budgets)
+    work: list[tuple[str, str, int, int, bool]] = []
+    for bench_name in benchmarks:
+        grid_size = get(bench_name).space.grid_size
+        for strategy in names:
+            if strategy == "grid" and grid_size > top:
+                continue  # the grid would be cut short: not a grid search
+            runs = [top] if _budget_free(strategy) else budgets
+            work += [
+                (bench_name, strategy, s, b, as_continuous) for b in runs for s in range(seeds)
+            ]
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(jobs) as pool:
+        traces = dict(zip(work, pool.map(_one, work, chunksize=4), strict=True))
+    print(
+        f"{len(work)} searches in {time.perf_counter() - t0:.0f} s ({jobs} processes)", flush=True
+    )
     rows = []
-    for bench_name in BENCHMARKS:
-        bench = get(bench_name)
+    for bench_name in benchmarks:
         for budget in budgets:
-            traces = []
-            t0 = time.perf_counter()
-            for strategy in names:
-                if strategy == "grid" and bench.space.grid_size > budget:
-                    continue  # the grid would be cut short: not a grid search
-                # dqn's state includes the budget fraction used: tell it the budget
-                opts = {"horizon": budget} if strategy == "dqn" else None
-                for seed in range(seeds):
-                    traces.append(drive(strategy, bench, budget, seed, opts))
-            study = study_from_traces(bench_name, budget, traces)
-            table = report.final_table(study, "random")
-            # spread of the normalised regret over seeds
-            base = float(
-                report.regret(study, study.runs[study.runs.strategy == "random"]["best"]).mean()
-            )
-            for _, row in table.iterrows():
-                sub = study.runs[study.runs.strategy == row["strategy"]]
-                norm = (
-                    report.regret(study, sub["best"]) / base if base > 0 else sub["best"] * np.nan
-                )
-                rows.append(
-                    {
-                        "benchmark": bench_name,
-                        "budget (full trials)": budget,
-                        "strategy": row["strategy"],
-                        "seeds": int(row["seeds"]),
-                        "normalised regret": row["normalised regret"],
-                        "std": float(norm.std(ddof=1)),
-                        "mean rank": row["mean rank"],
-                    }
-                )
-            skipped = (
-                " (grid skipped: larger than the budget)"
-                if "grid" in names and bench.space.grid_size > budget
-                else ""
-            )
-            print(
-                f"{bench_name} @ {budget} trials: {time.perf_counter() - t0:.1f} s{skipped}",
-                flush=True,
-            )
+            picked: list[Trace] = []
+            dups: dict[tuple[str, int], int] = {}
+            for (b, strategy, seed, run_budget, _), tr in traces.items():
+                if b != bench_name or (run_budget != budget and not _budget_free(strategy)):
+                    continue
+                if strategy == "grid" and get(b).space.grid_size > budget:
+                    continue
+                picked.append(truncated(tr, budget))
+                dups[(strategy, seed)] = cell_duplicates(b, tr, budget)
+            rows += summarise(study_from_traces(bench_name, budget, picked), budget, dups)
     frame = pd.DataFrame(rows)
-    frame.to_csv(out / "searchers.csv", index=False)
+    frame.to_csv(
+        out / ("searchers-continuous.csv" if as_continuous else "searchers.csv"), index=False
+    )
     return frame
+
+
+def summarise(
+    study: report.Study, budget: int, dups: dict[tuple[str, int], int]
+) -> list[dict[str, Any]]:
+    """Normalised regret (mean, standard error), rank, duplicates and the test against random."""
+    bench_name = study.title.split(",")[0]
+    table = report.final_table(study, "random")
+    base = float(report.regret(study, study.runs[study.runs.strategy == "random"]["best"]).mean())
+    pairs = {p.strategy: p for p in report.paired_stats(study, "random")}
+    rows = []
+    for _, row in table.iterrows():
+        name = row["strategy"]
+        sub = study.runs[study.runs.strategy == name]
+        norm = report.regret(study, sub["best"]) / base if base > 0 else sub["best"] * np.nan
+        pair = pairs.get(name)
+        rows.append(
+            {
+                "benchmark": bench_name,
+                "budget": budget,
+                "strategy": name,
+                "seeds": int(row["seeds"]),
+                "normalised regret": row["normalised regret"],
+                "se": float(norm.std(ddof=1) / np.sqrt(len(norm))),
+                "mean rank": row["mean rank"],
+                "duplicates": float(np.mean([v for (s, _), v in dups.items() if s == name])),
+                "vs random": "" if pair is None else f"{pair.wins}/{pair.ties}/{pair.losses}",
+                "p": math.nan if pair is None else pair.p_value,
+            }
+        )
+    return rows
+
+
+def pivot(frame: pd.DataFrame, budget: int) -> pd.DataFrame:
+    """Strategies x benchmarks at one budget: normalised regret, marked where the paired
+    test against random is significant (+ better, - worse, p < 0.05)."""
+    sub = frame[frame.budget == budget].copy()
+
+    def cell(r: pd.Series) -> str:
+        mark = ""
+        if r["p"] < report.ALPHA:
+            mark = " +" if r["normalised regret"] < 1 else " -"
+        return f"{r['normalised regret']:.2f}{mark}"
+
+    sub["cell"] = sub.apply(cell, axis=1)
+    table = sub.pivot(index="strategy", columns="benchmark", values="cell")
+    table["mean"] = sub.groupby("strategy")["normalised regret"].mean().map("{:.2f}".format)
+    table["duplicates"] = sub.groupby("strategy")["duplicates"].mean().map("{:.1f}".format)
+    order = [s for s in dict.fromkeys(sub.strategy)]
+    cols = [b for b in dict.fromkeys(sub.benchmark)] + ["mean", "duplicates"]
+    return table.loc[order, cols].reset_index()
 
 
 def part2(
@@ -174,9 +268,20 @@ def part2(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--budgets", default="10,30", help="budgets in full-length trials")
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--budgets", default="10,25,50", help="budgets in full-length trials")
     parser.add_argument("--strategies", help="searchers for part 1 (default: all registered)")
+    parser.add_argument(
+        "--benchmarks",
+        help="benchmarks for part 1 (default: all but branin_mf, which "
+        "equals branin at full fidelity)",
+    )
+    parser.add_argument(
+        "--continuous",
+        action="store_true",
+        help="part 1 with every 'discrete' declaration removed (continuous ranges, snapped)",
+    )
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes")
     parser.add_argument("--tune", action="store_true", help="also run part 2 through Ray Tune")
     parser.add_argument("--tune-budget", type=int, default=10, help="part 2 budget (full trials)")
     parser.add_argument(
@@ -188,24 +293,36 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("benchmark_results"))
     args = parser.parse_args()
+    t0 = time.perf_counter()
     if args.seeds < 2:
         parser.error("--seeds must be >= 2 for spread and ranks")
-    budgets = [int(b) for b in args.budgets.split(",")]
+    budgets = sorted(int(b) for b in args.budgets.split(","))
     names = args.strategies.split(",") if args.strategies else registry.names("searcher")
     if "random" not in names:
         parser.error("part 1 needs 'random' (the normalising baseline)")
-    args.out.mkdir(parents=True, exist_ok=True)
-    frame = part1(names, args.seeds, budgets, args.out)
-    print(
-        f"\n## Searchers in-process, {args.seeds} seeds "
-        "(normalised regret: 1 = random, 0 = optimum)"
+    benchmarks = (
+        args.benchmarks.split(",")
+        if args.benchmarks
+        else [b for b in BENCHMARKS if b != "branin_mf"]
     )
-    print(report.markdown_table(frame))
+    args.out.mkdir(parents=True, exist_ok=True)
+    frame = part1(names, benchmarks, args.seeds, budgets, args.out, args.jobs, args.continuous)
+    mapping = (
+        "continuous ranges snapped to the table" if args.continuous else "discrete as declared"
+    )
+    print(
+        f"\n## Searchers in-process, {args.seeds} seeds, {mapping} (normalised regret: "
+        "1 = random, 0 = optimum; + / -: better / worse than random, paired Wilcoxon p < 0.05)"
+    )
+    for budget in budgets:
+        print(f"\n### {budget} trials\n")
+        print(report.markdown_table(pivot(frame, budget)))
     if args.tune:
         tune_names = args.tune_strategies.split(",") if args.tune_strategies else None
         if tune_names is not None and "random" not in tune_names:
             parser.error("part 2 needs 'random' (the normalising baseline)")
         part2(args.seeds, args.tune_budget, args.out, args.tune_benchmarks.split(","), tune_names)
+    print(f"\nwall time: {time.perf_counter() - t0:.0f} s")
     return 0
 
 

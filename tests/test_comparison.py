@@ -24,6 +24,37 @@ SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "benchmarks" / "
 
 
 @pytest.mark.slow
+def test_gp_and_cmaes_compare_on_an_hpobench_table_with_discrete_values(
+    ray_session, tracking_uri: str, tmp_path: Path
+):
+    """The new peers run through compare (Tune trials, the epoch ledger, MLflow) on a
+    real tabular benchmark, and propose only the table's values."""
+    bench = get("hpobench_segment")
+    space = SPACE.parent / "hpobench_segment.yaml"
+    comparison = compare(
+        ["random", "gp", "cmaes"],
+        space,
+        seeds=[0],
+        budget_epochs=6,
+        num_workers=0,
+        tracking_uri=tracking_uri,
+        experiment="compare-hpobench",
+        storage_path=tmp_path,
+        verbose=False,
+    )
+    for r in comparison.results:
+        assert r.epochs_spent == 6 and len(r.trials) == 6
+        assert len(children(tracking_uri, r)) == 6
+        for _, row in r.trials.iterrows():
+            config = {p.name: row[f"config.{p.name}"] for p in bench.space.params}
+            assert bench.space.contains(config), config
+            assert bench.regret(bench.evaluate(config, 1)) >= 0
+    table = report.final_table(report.from_comparison(comparison, optimum=bench.optimum))
+    assert list(table.strategy) == ["random", "gp", "cmaes"]
+    assert "duplicates mean" in table
+
+
+@pytest.mark.slow
 def test_compare_two_strategies_two_seeds_report_and_rebuild(
     ray_session, tracking_uri: str, tmp_path: Path, capsys
 ):
