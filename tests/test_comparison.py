@@ -114,10 +114,10 @@ def test_compare_two_strategies_two_seeds_report_and_rebuild(
 def test_fairness_warnings_name_the_setting_to_change():
     space = load(SPACE)
     warn = fairness_warnings(["random", "optuna", "hyperopt"], space, 45, {})
-    assert any("optuna: its 5 random start-up trials" in w for w in warn)
-    assert any("hyperopt: its 5 random start-up trials" in w for w in warn)
+    assert any("optuna: its 10 random start-up trials" in w for w in warn)
+    assert any("hyperopt: its 20 random start-up trials" in w for w in warn)
     assert not any(w.startswith("random") for w in warn)
-    assert fairness_warnings(["optuna"], space, 90, {}) == []
+    assert fairness_warnings(["optuna"], space, 99, {}) == []
 
 
 def test_folds_partition_the_pooled_data():
