@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import DIGITS, REPO
 from tune_app.run.request import SearchRequest
 from tune_app.run.resume import Manifest
 from tune_app.tracking.store import redact_uri
@@ -77,3 +77,65 @@ def test_run_manifest_never_stores_a_password(tmp_path: Path) -> None:
     with pytest.raises(TrackingError) as err:  # nothing listens on port 9
         check_reachable("http://u:hunter2@127.0.0.1:9", timeout_s=1)
     assert "hunter2" not in str(err.value)
+
+
+def test_credentials_in_an_http_uri_reach_the_server_as_basic_auth() -> None:
+    """A password-protected server is reachable with user:pass in the URI (it was
+    refused as unreachable); the check sends them as MLflow's client does."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from tune_app.tracking.store import TrackingError, check_reachable
+
+    expected = "Basic " + base64.b64encode(b"user:p@ss").decode()
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            ok = self.path == "/health" and self.headers.get("Authorization") == expected
+            self.send_response(200 if ok else 401)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        check_reachable(f"http://user:p%40ss@127.0.0.1:{port}", timeout_s=5)
+        with pytest.raises(TrackingError) as err:
+            check_reachable(f"http://user:wrong@127.0.0.1:{port}", timeout_s=5)
+        assert "wrong" not in str(err.value)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_cli_never_prints_a_password_in_its_mlflow_hint() -> None:
+    from tune_app.cli import _mlflow_hint
+
+    for uri in ("postgresql+psycopg2://user:hunter2@db/mlflow", "http://u:hunter2@host:5000"):
+        hint = _mlflow_hint(uri)
+        assert "hunter2" not in hint and "***" in hint
+
+
+def test_a_relative_sqlite_uri_is_stored_absolute(tmp_path: Path, monkeypatch) -> None:
+    """run.json must name the same store whichever directory resume or sync runs in."""
+    from tune_app.errors import TrackingError
+    from tune_app.run.driver import _manifest
+    from tune_app.tracking.store import resolve_tracking_uri
+
+    monkeypatch.chdir(tmp_path)
+    assert (
+        resolve_tracking_uri("sqlite:///runs/mlflow.db") == f"sqlite:///{tmp_path}/runs/mlflow.db"
+    )
+    assert resolve_tracking_uri("sqlite:////abs/mlflow.db") == "sqlite:////abs/mlflow.db"
+    plan = SearchRequest(
+        space=str(DIGITS), budget_epochs=4, num_workers=0, tracking_uri="sqlite:///mlflow.db"
+    ).plan()
+    stored = _manifest(plan).tracking_uri
+    assert stored == f"sqlite:///{tmp_path}/mlflow.db"
+    for uri in ("file:///tmp/mlruns", "./mlruns"):
+        with pytest.raises(TrackingError, match="file-system store"):
+            resolve_tracking_uri(uri)

@@ -172,3 +172,43 @@ def test_discrete_parameters_take_only_their_boxes() -> None:
 def test_bad_discrete_declarations_name_the_fix(spec: dict[str, Any], needle: str) -> None:
     with pytest.raises(SpaceError, match=needle):
         spaces.SearchSpace.from_dict(with_param(**spec))
+
+
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{b}: &{b} [*{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}]\n"
+    for a, b in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (ALIAS_BOMB + "mode: *i\n", "aliases"),
+        ("task: digits_mlp\nparams: {p: {type: int, low: 1, high: 9, boxes: *x}}\n", "aliases"),
+        ("[" * 50_000 + "]" * 50_000, "not valid YAML"),
+    ],
+)
+def test_hostile_yaml_is_refused_fast_in_one_line(tmp_path: Path, text: str, needle: str) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    with pytest.raises(SpaceError, match=needle) as err:
+        spaces.load(path)
+    assert "\n" not in str(err.value) and len(str(err.value)) < 1200
+
+
+def test_oversized_and_binary_space_files_are_refused(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_text("params:\n" + "  - {a: 1}\n" * 200_000)  # ~2 MB of small mappings
+    with pytest.raises(SpaceError, match="too large for a search-space file"):
+        spaces.load(big)
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(SpaceError, match=r"not a text \(UTF-8\) file"):
+        spaces.load(binary)
+
+
+def test_error_messages_are_capped() -> None:
+    huge = {**BASE, "mode": "x" * 100_000}
+    with pytest.raises(SpaceError) as err:
+        spaces.SearchSpace.from_dict(huge)
+    assert len(str(err.value)) < 1100 and "more characters" in str(err.value)

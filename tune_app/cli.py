@@ -15,6 +15,7 @@ import yaml
 
 from tune_app.controller import cli as controller_cli
 from tune_app.errors import ConfigError
+from tune_app.spaces import parse_yaml
 
 EXIT_USAGE = 2
 
@@ -34,7 +35,7 @@ def _options(pairs: Sequence[str] | None, flag: str) -> dict[str, Any]:
         if not sep or not key:
             raise SystemExit(_fail(f"{flag} takes KEY=VALUE, got {pair!r}"))
         try:
-            out[key] = yaml.safe_load(raw)
+            out[key] = parse_yaml(raw)
         except yaml.YAMLError:
             out[key] = raw
     return out
@@ -184,6 +185,9 @@ def _print_table(rows: Any) -> None:
 
 
 def _mlflow_hint(uri: str) -> str:
+    from tune_app.tracking.store import redact_uri
+
+    uri = redact_uri(uri)
     if uri.startswith("sqlite:"):
         return f"mlflow ui --host 127.0.0.1 --backend-store-uri {uri}"
     return f"open {uri} in a browser" if uri.startswith("http") else f"mlflow ui ({uri})"

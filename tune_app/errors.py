@@ -6,9 +6,21 @@ message on one line and exits with status 2.
 
 from __future__ import annotations
 
+MAX_MESSAGE = 1000  # characters: an echoed input must not flood the terminal
+
 
 class TuneAppError(Exception):
-    """Base class for user-facing errors (bad input, impossible requests)."""
+    """Base class for user-facing errors (bad input, impossible requests).
+
+    The message is cut to :data:`MAX_MESSAGE` characters (an error that quotes a
+    huge input value stays one readable line).
+    """
+
+    def __init__(self, message: str = "", *args: object) -> None:
+        text = str(message)
+        if len(text) > MAX_MESSAGE:
+            text = f"{text[:MAX_MESSAGE]}... ({len(text) - MAX_MESSAGE:,} more characters)"
+        super().__init__(text, *args)
 
 
 class SpaceError(TuneAppError):

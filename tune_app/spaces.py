@@ -48,6 +48,32 @@ _PARAM_KEYS: dict[str, set[str]] = {
     "choice": {"type", "values", "default"},
 }
 MODES = ("min", "max")
+MAX_FILE_BYTES = 1 << 20  # a space file is a few KiB; refuse anything near this
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases: a ``*ref`` can expand a few bytes into
+    gigabytes (the "billion laughs"), and a space file never needs one."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed; write the value out", mark
+            )
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML safely and boundedly: no tags beyond plain data, no aliases.
+
+    Raises ``yaml.YAMLError`` for malformed or aliased input (nesting so deep that
+    it exhausts the parser counts as malformed).
+    """
+    try:
+        return yaml.load(text, Loader=_PlainLoader)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
 
 
 @dataclass(frozen=True)
@@ -208,9 +234,18 @@ def load(path: str | Path) -> SearchSpace:
             f"{path}: search-space file not found; pass an existing YAML file "
             f"(see search_spaces/ for examples)"
         )
-    text = path.read_text()
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise SpaceError(
+            f"{path}: {size:,} bytes is too large for a search-space file (limit "
+            f"{MAX_FILE_BYTES:,}); pass the space's YAML file"
+        )
     try:
-        data = yaml.safe_load(text)
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SpaceError(f"{path}: not a text (UTF-8) file; pass the space's YAML file") from None
+    try:
+        data = parse_yaml(text)
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "parse error"
         raise SpaceError(f"{path}: not valid YAML ({first}); fix the syntax") from None

@@ -13,6 +13,7 @@ training starts, and the same redaction of passwords in URIs.
 
 from __future__ import annotations
 
+import base64
 import math
 import os
 import re
@@ -24,7 +25,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pandas as pd
 
@@ -59,13 +60,28 @@ def redact_uri(uri: str) -> str:
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
-    """``uri``, else ``$MLFLOW_TRACKING_URI``, else ``./mlflow.db`` (SQLite) in the cwd."""
-    if uri:
-        return uri
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    """``uri``, else ``$MLFLOW_TRACKING_URI``, else ``./mlflow.db`` (SQLite) in the cwd.
+
+    A relative SQLite path is made absolute here, against the current directory,
+    so that ``run.json``, ``resume`` and ``sync`` find the same store from any
+    directory. MLflow's file-system store (``file:`` or a bare directory) is refused
+    with a one-line :class:`TrackingError`: MLflow 3 no longer accepts it.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    if not uri:
+        return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    scheme = urlsplit(uri).scheme if "://" in uri or uri.startswith("file:") else ""
+    if scheme in ("", "file"):
+        raise TrackingError(
+            f"tracking URI {redact_uri(uri)!r} is MLflow's file-system store, which MLflow 3 "
+            f"no longer accepts; use sqlite:///path/to/mlflow.db or an http(s):// server"
+        )
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        path, sep, query = uri[len(prefix) :].partition("?")
+        if path and path != ":memory:":
+            return f"{prefix}{Path(path).resolve()}{sep}{query}"
+    return uri
 
 
 def validate_experiment_name(name: str) -> str:
@@ -79,11 +95,27 @@ def validate_experiment_name(name: str) -> str:
 
 
 def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
-    """Fail fast, before any training, if an HTTP tracking server does not answer."""
+    """Fail fast, before any training, if an HTTP tracking server does not answer.
+
+    Credentials in the URI (``http://user:pass@host``) or in MLflow's
+    ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` are sent as HTTP
+    basic auth, as MLflow's own client sends them; they never appear in a message.
+    """
     if not uri.startswith(("http://", "https://")):
         return
+    parts = urlsplit(uri)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    plain = urlunsplit(parts._replace(netloc=host))
+    request = urllib.request.Request(f"{plain.rstrip('/')}/health")
+    user = parts.username or os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = parts.password or os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user is not None and password is not None:
+        token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as resp:
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
             if resp.status != 200:
                 raise TrackingError(
                     f"MLflow server at {redact_uri(uri)} answered HTTP {resp.status}"
