@@ -324,3 +324,57 @@ def test_tracking_server_outage_loses_nothing(tmp_path: Path) -> None:
     finally:
         if server.poll() is None:
             stop(server)
+
+
+class _LossyTracker:
+    """An MLflow stand-in whose first write to the parent's metric is stored but
+    its reply lost (the server went down after committing)."""
+
+    def __init__(self) -> None:
+        self.steps: dict[tuple[str, str], list[int]] = {}
+        self.lose_next = False
+        self.client = SimpleNamespace(get_metric_history=self._history)
+
+    def _history(self, run_id: str, key: str) -> list[Any]:
+        return [SimpleNamespace(step=s) for s in self.steps.get((run_id, key), [])]
+
+    def start_run(self, name: str, tags: Any, params: Any, parent: str) -> str:
+        return f"run-{name}"
+
+    def find_child(self, parent: str, trial: str) -> str | None:
+        return None
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int, strict: bool):
+        for key in metrics:
+            self.steps.setdefault((run_id, key), []).append(step)
+        if run_id == "parent" and self.lose_next:
+            self.lose_next = False
+            raise ConnectionError("reply lost")
+
+
+def test_a_write_whose_reply_was_lost_is_not_logged_twice(tmp_path: Path) -> None:
+    """The outbox re-reads what MLflow holds after a failed write (it kept a stale
+    cache of the parent's steps and logged step 2 twice)."""
+    from tune_app.tracking.outbox import Outbox
+
+    tracker = _LossyTracker()
+    box = Outbox(Journal(tmp_path / JOURNAL), tracker, "parent", "val_accuracy")
+    box.verify_all = True  # as after a resume: every write checks what MLflow holds
+    box.submit({"k": "trial", "id": "t1", "index": 0, "config": {}})
+    for epoch in (1, 2, 3):
+        tracker.lose_next = epoch == 2
+        box.submit(
+            {
+                "k": "result",
+                "id": "t1",
+                "epoch": epoch,
+                "spent": epoch,
+                "best": 0.5,
+                "metrics": {"val_accuracy": 0.5},
+            }
+        )
+        while not box.flush(force=True):
+            pass
+    for key in ("best_val_accuracy", "epochs_spent"):
+        assert tracker.steps[("parent", key)] == [1, 2, 3], key
+    assert tracker.steps[("run-trial-000", "val_accuracy")] == [1, 2, 3]

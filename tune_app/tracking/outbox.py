@@ -282,7 +282,14 @@ class Outbox:
         if verify:
             clean = {k: v for k, v in clean.items() if step not in self._steps(run_id, k)}
         if clean:
-            self.tracker.log_metrics(run_id, clean, step, strict=True)
+            try:
+                self.tracker.log_metrics(run_id, clean, step, strict=True)
+            except Exception:
+                # The server may have stored the write and lost only its reply: what
+                # it holds is unknown now, so the retry must read it again.
+                for k in clean:
+                    self._history.pop((run_id, k), None)
+                raise
         for k in clean:
             if (run_id, k) in self._history:
                 self._history[(run_id, k)].add(step)
