@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import DIGITS, REPO, LocalCluster
 from tune_app import spaces, strategies
+from tune_app.run.lock import LOCK
 from tune_app.run.resume import Manifest, same_config
 from tune_app.strategies.base import GuardedSearcher
 from tune_app.tasks.digits_mlp import DigitsMLP
@@ -134,6 +135,7 @@ def test_driver_kill_loop(ray_cluster: LocalCluster, tmp_path: Path) -> None:
     }
     manifest = Manifest.load(run_dir)
     assert manifest.status == "FINISHED"
+    assert not (run_dir / LOCK).exists()  # taken over after each kill, released at the end
 
     # MLflow: one parent, one child per trial, each epoch's metric exactly once.
     client = MlflowClient(uri)

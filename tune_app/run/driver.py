@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ import pandas as pd
 
 from tune_app.errors import ConfigError
 from tune_app.run import live
+from tune_app.run.lock import acquire
 from tune_app.run.placement import Placement
 from tune_app.run.request import SearchPlan, SearchRequest
 from tune_app.run.resume import (
@@ -86,32 +88,36 @@ def run(plan: SearchPlan) -> SearchResult:
     root = Path(req.storage_path or "tune_runs").resolve() / plan.experiment
     run_dir = _resume_dir(req.resume, root, plan.run_name, wanted, req.tracking_uri)
     resuming = run_dir is not None
-    tracker = Tracker(resolve_tracking_uri(req.tracking_uri), plan.experiment)
-    placement = _start_ray(req)
-    if run_dir is None:
-        run_dir, manifest = _new_run(plan, wanted, root, tracker, placement)
-    else:
-        manifest = Manifest.load(run_dir)
-        tracker.reopen(manifest.parent_run_id)
-    key = manifest.parent_run_id
-    if req.verbose:
-        what = f"resuming {run_dir}" if resuming else f"run dir {run_dir}"
-        print(
-            f"tune_app: {plan.strategy.label} on {plan.objective.name} ({plan.space.source}), "
-            f"seed {req.seed}, budget {req.budget_epochs} epochs; {placement.describe()}; {what}",
-            flush=True,
-        )
-    recorder, ledger = _start_recording(plan, run_dir, key, tracker, resuming)
-    tuner = _tuner(plan, run_dir, key, ledger, placement, resuming)
-    result = _fit(plan, tuner, recorder, ledger, manifest, run_dir, started)
-    if req.verbose:
-        print(
-            f"tune_app: {plan.strategy.label} done: best {plan.metric} {result.best_metric:.4g} "
-            f"after {result.epochs_spent} epochs in {len(result.trials)} trials "
-            f"({result.wall_time_s:.0f}s); MLflow run {key}",
-            flush=True,
-        )
-    return result
+    with ExitStack() as held:  # the run directory's lock, released however run ends
+        if run_dir is not None:
+            held.callback(acquire(run_dir).release)  # one driver per run
+        tracker = Tracker(resolve_tracking_uri(req.tracking_uri), plan.experiment)
+        placement = _start_ray(req)
+        if run_dir is None:
+            run_dir, manifest = _new_run(plan, wanted, root, tracker, placement, held)
+        else:
+            manifest = Manifest.load(run_dir)
+            tracker.reopen(manifest.parent_run_id)
+        key = manifest.parent_run_id
+        if req.verbose:
+            what = f"resuming {run_dir}" if resuming else f"run dir {run_dir}"
+            print(
+                f"tune_app: {plan.strategy.label} on {plan.objective.name} "
+                f"({plan.space.source}), seed {req.seed}, budget {req.budget_epochs} epochs; "
+                f"{placement.describe()}; {what}",
+                flush=True,
+            )
+        recorder, ledger = _start_recording(plan, run_dir, key, tracker, resuming)
+        tuner = _tuner(plan, run_dir, key, ledger, placement, resuming)
+        result = _fit(plan, tuner, recorder, ledger, manifest, run_dir, started)
+        if req.verbose:
+            print(
+                f"tune_app: {plan.strategy.label} done: best {plan.metric} "
+                f"{result.best_metric:.4g} after {result.epochs_spent} epochs in "
+                f"{len(result.trials)} trials ({result.wall_time_s:.0f}s); MLflow run {key}",
+                flush=True,
+            )
+        return result
 
 
 def _manifest(plan: SearchPlan) -> Manifest:
@@ -222,15 +228,22 @@ def _fit(
 
 
 def _new_run(
-    plan: SearchPlan, wanted: Manifest, root: Path, tracker: Tracker, placement: Placement
+    plan: SearchPlan,
+    wanted: Manifest,
+    root: Path,
+    tracker: Tracker,
+    placement: Placement,
+    held: ExitStack,
 ) -> tuple[Path, Manifest]:
-    """A fresh run directory, its MLflow parent run and its manifest."""
+    """A fresh run directory (locked until ``held`` closes), its MLflow parent run
+    and its manifest."""
     req, strat = plan.request, plan.strategy
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     run_dir = root / f"{plan.run_name}-{stamp}"
     if run_dir.exists():  # never overwrite an earlier run
         raise ConfigError(f"run directory {run_dir} already exists; pass another storage_path")
     run_dir.mkdir(parents=True)
+    held.callback(acquire(run_dir).release)
     manifest = wanted
     manifest.parent_run_id = tracker.start_run(
         plan.run_name,
