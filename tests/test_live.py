@@ -32,7 +32,7 @@ class Tagging(Searcher):
 def test_the_searcher_tune_restored_tags_trials_of_the_new_driver() -> None:
     original = ResumableSearcher(Tagging(), ledger=None, key="run-1")
     restored = pickle.loads(pickle.dumps(original))  # what Tuner.restore hands back
-    recorder = SimpleNamespace(tagger=None, state=SimpleNamespace(orphans=[]))
+    recorder = SimpleNamespace(tagger=None, state=SimpleNamespace(orphans=[], replays=[]))
     live.register("run-1", live.Live(recorder=recorder))  # type: ignore[arg-type]
     try:
         assert restored.suggest("t1") == {"x": 1}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from ray.tune.search import Searcher
 
 from tests.conftest import DIGITS, REPO, LocalCluster
 from tune_app import spaces, strategies
@@ -205,3 +206,56 @@ def test_searcher_restore_with_pending_trials_suggests_no_duplicate(
     else:  # ... every other searcher never proposes a config twice
         assert repeats == []
         assert len({json.dumps(c, sort_keys=True) for c in resumed}) == len(resumed)
+
+
+@pytest.mark.parametrize("name", strategies.names("searcher"))
+def test_trials_that_finished_after_the_snapshot_are_not_trained_again(
+    name: str, tmp_path: Path
+) -> None:
+    """The dead driver ran two trials to the end after Tune's last snapshot; the
+    journal knows them, the restored searcher does not. On resume the searcher is
+    told their results and never hands their configurations to Tune again; it then
+    proposes what an uninterrupted searcher would."""
+    from types import SimpleNamespace
+
+    from tune_app.run import live
+    from tune_app.run.resume import ResumableSearcher
+    from tune_app.tracking.state import RunState
+
+    space = spaces.load(DIGITS)
+
+    def make() -> Searcher:
+        return strategies.build_searcher(name, space, "val_accuracy", "max", 7)
+
+    original = GuardedSearcher(make())
+    for i in range(2):
+        config = original.suggest(f"t{i}")
+        original.on_trial_complete(f"t{i}", {"val_accuracy": _value(config), "epoch": 3})
+    snapshot = str(tmp_path / "snapshot")
+    original.save(snapshot)  # Tune's last snapshot ...
+    late = []
+    for i in range(2, 4):  # ... then two trials started and finished: only the journal knows
+        config = original.suggest(f"t{i}")
+        late.append((f"t{i}", config, _value(config), 3))
+        original.on_trial_complete(f"t{i}", {"val_accuracy": _value(config), "epoch": 3})
+    state = RunState("val_accuracy", "max")
+    state.replays = list(late)
+    live.register("replay-run", live.Live(SimpleNamespace(state=state, tagger=None)))  # type: ignore[arg-type]
+    try:
+        restored = ResumableSearcher(make(), None, "replay-run")
+        restored.restore(snapshot)
+        proposed = restored.suggest("n0")
+        assert isinstance(proposed, dict)
+        assert state.replays == []  # both results told to the searcher ...
+        assert not any(same_config(proposed, c) for _, c, _, _ in late)  # ... neither re-run
+        if name != "grid":  # grid has no more configs in this 8-point space than it walks
+            assert proposed == original.suggest("t4")
+        # a later snapshot keeps the id map, so the completion reaches the right trial
+        restored.save(str(tmp_path / "later"))
+        again = ResumableSearcher(make(), None, "replay-run")
+        again.restore(str(tmp_path / "later"))
+        assert again.inner == {"n0": "n0~2"}
+        again.on_trial_complete("n0", {"val_accuracy": _value(proposed), "epoch": 3})
+        assert again.inner == {}
+    finally:
+        live.release("replay-run")

@@ -15,11 +15,16 @@ never older than Tune's snapshot. Trials the dead driver started after Tune's
 last snapshot (*orphans*) are matched to the searcher's next suggestions: a
 deterministic searcher re-suggests the same configuration, which then continues
 the orphan's record and MLflow child run instead of creating a second one.
+Trials that started *and finished* after the snapshot (*replays*) are never
+trained again: when the searcher proposes one of their configurations, it is told
+the recorded result instead, and asked again.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import math
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +40,7 @@ from tune_app.tracking.callback import TrackingCallback
 
 MANIFEST = "run.json"
 MANIFEST_VERSION = 2
+_ENVELOPE = "tune_app.inner_trial_ids"
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -160,6 +166,12 @@ class ResumableSearcher(GuardedSearcher):
     def __init__(self, searcher: Searcher, ledger: Any, key: str) -> None:
         super().__init__(searcher, ledger)
         self.key = key
+        # Tune trial id -> the id the wrapped searcher knows it by (after replays)
+        self.inner: dict[str, str] = {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("inner", {})  # pickled by a version without replays
+        self.__dict__.update(state)
 
     @property
     def recorder(self) -> TrackingCallback:
@@ -169,7 +181,7 @@ class ResumableSearcher(GuardedSearcher):
     def suggest(self, trial_id: str) -> Any:
         """The wrapped searcher's next config; re-suggested orphans keep their record."""
         live.lookup(self.key).attach(self.searcher)  # the searcher Tune really uses
-        config = super().suggest(trial_id)
+        config = self._skip_replays(trial_id, super().suggest(trial_id))
         orphans = self.recorder.state.orphans
         if not orphans or not isinstance(config, dict):
             return config
@@ -183,6 +195,65 @@ class ResumableSearcher(GuardedSearcher):
         else:  # the searcher went another way: the orphans cannot be continued
             drop_orphans(self.recorder, self.ledger)
         return config
+
+    def _skip_replays(self, trial_id: str, config: Any) -> Any:
+        """Tell the searcher the recorded result of every configuration it proposes
+        that the dead driver already trained to the end; return the first new one."""
+        replays = self.recorder.state.replays
+        n = 0
+        while isinstance(config, dict) and replays:
+            match = next((r for r in replays if same_config(config, r[1])), None)
+            if match is None:
+                break
+            replays.remove(match)
+            _, _, value, epochs = match
+            done = {"training_iteration": epochs, "epoch": epochs, self.searcher.metric: value}
+            self.searcher.on_trial_complete(self.inner.pop(trial_id, trial_id), done)
+            n += 1
+            self.inner[trial_id] = f"{trial_id}~{n}"
+            config = self.searcher.suggest(self.inner[trial_id])
+        if n and not isinstance(config, dict) and self.ledger is not None:
+            import ray
+
+            ray.get(self.ledger.settle.remote(trial_id, 0))  # nothing to train after all
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Forward under the id the wrapped searcher knows."""
+        super().on_trial_result(self.inner.get(trial_id, trial_id), result)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        """Forward under the id the wrapped searcher knows."""
+        super().on_trial_complete(self.inner.pop(trial_id, trial_id), result, error)
+
+    def save(self, checkpoint_path: str) -> None:
+        """The wrapped searcher's state, enveloped with the id map when there is one
+        (Tune keeps only this one file per snapshot)."""
+        super().save(checkpoint_path)
+        if self.inner:
+            path = Path(checkpoint_path)
+            state = base64.b64encode(path.read_bytes()).decode()
+            path.write_text(json.dumps({_ENVELOPE: dict(self.inner), "state": state}))
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Read what :meth:`save` wrote (with or without the envelope)."""
+        path = Path(checkpoint_path)
+        try:
+            envelope = json.loads(path.read_bytes())
+        except (ValueError, UnicodeDecodeError):
+            envelope = None
+        if not (isinstance(envelope, dict) and _ENVELOPE in envelope):
+            super().restore(checkpoint_path)
+            return
+        self.inner = dict(envelope[_ENVELOPE])
+        inner = path.with_name(path.name + ".inner")
+        inner.write_bytes(base64.b64decode(envelope["state"]))
+        try:
+            super().restore(str(inner))
+        finally:
+            inner.unlink(missing_ok=True)
 
 
 def drop_orphans(recorder: TrackingCallback, ledger: Any) -> None:
@@ -204,8 +275,12 @@ def reconcile(recorder: TrackingCallback, ledger: Any, trials: list[Any], max_ep
     state = recorder.state
     restored = {state.canonical(t.trial_id): t for t in trials}
     for tid, rec in sorted(state.trials.items(), key=lambda kv: kv[1].index):
-        if not rec.ended and tid not in restored:
+        if tid in restored:
+            continue
+        if not rec.ended:
             state.orphans.append((tid, dict(rec.config)))
+        elif rec.status == "FINISHED" and math.isfinite(rec.last):
+            state.replays.append((tid, dict(rec.config), rec.last, rec.epochs))
     holds = []
     for tid, trial in restored.items():
         if trial.status in ("TERMINATED", "ERROR"):
@@ -217,6 +292,12 @@ def reconcile(recorder: TrackingCallback, ledger: Any, trials: list[Any], max_ep
         if done < max_epochs:
             holds.append(ledger.reserve.remote(tid, done + 1))
     ray.get(holds)
+    if state.replays:
+        print(
+            f"tune_app: resume: {len(state.replays)} trial(s) finished after Tune's last "
+            f"snapshot; the searcher is told their results instead of training them again",
+            flush=True,
+        )
     if state.orphans:
         print(
             f"tune_app: resume: {len(state.orphans)} trial(s) started after Tune's last "

@@ -52,6 +52,9 @@ class RunState:
         self.start = time.time()
         self.elapsed_before = 0.0  # wall time of earlier (crashed) drivers
         self.orphans: list[tuple[str, dict[str, Any]]] = []
+        # Trials that started *and finished* after Tune's last snapshot: (trial id,
+        # config, last metric value, epochs). The restored searcher never saw them.
+        self.replays: list[tuple[str, dict[str, Any], float, int]] = []
 
     @classmethod
     def replay(cls, metric: str, mode: str, events: list[dict[str, Any]]) -> RunState:
