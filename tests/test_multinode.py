@@ -82,7 +82,8 @@ def test_trials_land_on_both_nodes(
         verbose=False,
     )
     nodes = {n for cell in result.trials.nodes for n in cell.split(",") if n}
-    assert len(list(meeting.glob("arrived-*"))) == 2  # two worker processes met
+    # two worker processes met (a third arrives when the budget fits a third trial)
+    assert len(list(meeting.glob("arrived-*"))) >= 2
     assert len(nodes) == 2
     assert worker_node_id() in nodes
     assert result.epochs_spent == 4
