@@ -115,12 +115,11 @@ def _one(job: tuple[str, str, int, int, bool]) -> Trace:
     return drive(strategy, bench, budget, seed, opts, space=space)
 
 
-def cell_duplicates(bench_name: str, trace: Trace, upto: int) -> int:
+def cell_duplicates(space: SearchSpace, trace: Trace, upto: int) -> int:
     """Evaluations (of the first ``upto``) of a table cell the search had already evaluated."""
-    space = get(bench_name).space
     if not space.is_finite:
         return 0
-    cells = [tuple(p.nearest_box(c[p.name]) for p in space.params) for c in trace.configs[:upto]]
+    cells = [space.cell(c) for c in trace.configs[:upto]]
     return len(cells) - len(set(cells))
 
 
@@ -140,11 +139,11 @@ def part1(
 ) -> pd.DataFrame:
     """Every searcher x seed on every benchmark in-process; a row per (bench, budget, strategy)."""
     top = max(budgets)
+    space = {b: get(b).space for b in benchmarks}  # the declared (discrete) spaces
     work: list[tuple[str, str, int, int, bool]] = []
     for bench_name in benchmarks:
-        grid_size = get(bench_name).space.grid_size
         for strategy in names:
-            if strategy == "grid" and grid_size > top:
+            if strategy == "grid" and space[bench_name].grid_size > top:
                 continue  # the grid would be cut short: not a grid search
             runs = [top] if _budget_free(strategy) else budgets
             work += [
@@ -164,11 +163,12 @@ def part1(
             for (b, strategy, seed, run_budget, _), tr in traces.items():
                 if b != bench_name or (run_budget != budget and not _budget_free(strategy)):
                     continue
-                if strategy == "grid" and get(b).space.grid_size > budget:
+                if strategy == "grid" and space[b].grid_size > budget:
                     continue
                 picked.append(truncated(tr, budget))
-                dups[(strategy, seed)] = cell_duplicates(b, tr, budget)
-            rows += summarise(study_from_traces(bench_name, budget, picked), budget, dups)
+                dups[(strategy, seed)] = cell_duplicates(space[b], tr, budget)
+            study = study_from_traces(bench_name, budget, picked)
+            rows += summarise(bench_name, study, budget, dups)
     frame = pd.DataFrame(rows)
     frame.to_csv(
         out / ("searchers-continuous.csv" if as_continuous else "searchers.csv"), index=False
@@ -177,10 +177,9 @@ def part1(
 
 
 def summarise(
-    study: report.Study, budget: int, dups: dict[tuple[str, int], int]
+    bench_name: str, study: report.Study, budget: int, dups: dict[tuple[str, int], int]
 ) -> list[dict[str, Any]]:
     """Normalised regret (mean, standard error), rank, duplicates and the test against random."""
-    bench_name = study.title.split(",")[0]
     table = report.final_table(study, "random")
     base = float(report.regret(study, study.runs[study.runs.strategy == "random"]["best"]).mean())
     pairs = {p.strategy: p for p in report.paired_stats(study, "random")}
@@ -222,8 +221,8 @@ def pivot(frame: pd.DataFrame, budget: int) -> pd.DataFrame:
     table = sub.pivot(index="strategy", columns="benchmark", values="cell")
     table["mean"] = sub.groupby("strategy")["normalised regret"].mean().map("{:.2f}".format)
     table["duplicates"] = sub.groupby("strategy")["duplicates"].mean().map("{:.1f}".format)
-    order = [s for s in dict.fromkeys(sub.strategy)]
-    cols = [b for b in dict.fromkeys(sub.benchmark)] + ["mean", "duplicates"]
+    order = list(dict.fromkeys(sub.strategy))
+    cols = [*dict.fromkeys(sub.benchmark), "mean", "duplicates"]
     return table.loc[order, cols].reset_index()
 
 

@@ -136,6 +136,7 @@ def test_a_relative_sqlite_uri_is_stored_absolute(tmp_path: Path, monkeypatch) -
     ).plan()
     stored = _manifest(plan).tracking_uri
     assert stored == f"sqlite:///{tmp_path}/mlflow.db"
+    assert resolve_tracking_uri("databricks") == "databricks"  # MLflow's own scheme-less URI
     for uri in ("file:///tmp/mlruns", "./mlruns"):
         with pytest.raises(TrackingError, match="file-system store"):
             resolve_tracking_uri(uri)

@@ -202,11 +202,12 @@ class SearchSpace:
         """Whether every parameter is choice or discrete (the grid is the whole space)."""
         return all(p.is_finite for p in self.params)
 
-    def cell(self, config: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        """The grid cell ``config`` lies in (box indices), or None if the space is not finite."""
+    def cell(self, config: Mapping[str, Any]) -> tuple[int, ...] | None:
+        """The grid cell ``config`` lies in: each parameter's nearest box index (a
+        continuous value snaps to its nearest box); None if the space is not finite."""
         if not self.is_finite:
             return None
-        return tuple(p.box_index(config.get(p.name)) for p in self.params)
+        return tuple(p.nearest_box(config[p.name]) for p in self.params)
 
     def tune_param_space(self) -> dict[str, Any]:
         """The Ray Tune ``param_space``: continuous ranges, and finite parameters' boxes."""

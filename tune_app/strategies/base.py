@@ -100,6 +100,11 @@ def require(cond: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def whole(value: Any, minimum: int) -> bool:
+    """Whether ``value`` is an integer (not a bool) of at least ``minimum``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
 def metric_value(result: Mapping[str, Any] | None, metric: str) -> float | None:
     """The finite value of ``metric`` in ``result``, or None (missing, NaN, inf, non-numeric)."""
     if not result:

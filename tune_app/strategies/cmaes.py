@@ -17,7 +17,7 @@ from typing import Any
 from ray.tune.search import Searcher
 
 from tune_app.spaces import SearchSpace
-from tune_app.strategies.base import StrategyPlugin, parse_options, require
+from tune_app.strategies.base import StrategyPlugin, parse_options, require, whole
 
 
 @dataclass(frozen=True)
@@ -37,18 +37,11 @@ class Options:
 
     def __post_init__(self) -> None:
         require(
-            isinstance(self.n_startup_trials, int)
-            and not isinstance(self.n_startup_trials, bool)
-            and self.n_startup_trials >= 0,
+            whole(self.n_startup_trials, 0),
             "cmaes: 'n_startup_trials' must be an integer >= 0",
         )
         require(
-            self.popsize is None
-            or (
-                isinstance(self.popsize, int)
-                and not isinstance(self.popsize, bool)
-                and self.popsize >= 2
-            ),
+            self.popsize is None or whole(self.popsize, 2),
             "cmaes: 'popsize' must be an integer >= 2 (or unset)",
         )
         require(

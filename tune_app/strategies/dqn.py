@@ -29,7 +29,7 @@ from tune_app.controller.env import STARTS, start_point
 from tune_app.controller.policy import QPolicy
 from tune_app.errors import ConfigError
 from tune_app.spaces import SearchSpace
-from tune_app.strategies.base import StrategyPlugin, metric_value, parse_options, require
+from tune_app.strategies.base import StrategyPlugin, metric_value, parse_options, require, whole
 
 MAX_INNER_STEPS = 20  # non-evaluating actions (return to best) per suggestion
 WALK_PLOT = "walk.png"
@@ -61,29 +61,13 @@ class Options:
         )
         require(self.start in STARTS, f"dqn: 'start' must be one of {STARTS}, got {self.start!r}")
         require(
-            isinstance(self.horizon, int)
-            and not isinstance(self.horizon, bool)
-            and self.horizon >= 1,
+            whole(self.horizon, 1),
             f"dqn: 'horizon' must be an integer >= 1, got {self.horizon!r}",
         )
         require(
             self.checkpoint is None or isinstance(self.checkpoint, str),
             "dqn: 'checkpoint' must be a directory path",
         )
-
-
-def _nearest_box(boxes: tuple[Any, ...], value: Any, log: bool) -> int:
-    if value in boxes:
-        return boxes.index(value)
-    if isinstance(value, int | float) and all(isinstance(b, int | float) for b in boxes):
-
-        def dist(b: float) -> float:
-            if log and b > 0 and value > 0:
-                return abs(math.log(b) - math.log(value))
-            return abs(b - value)
-
-        return min(range(len(boxes)), key=lambda i: dist(boxes[i]))
-    return len(boxes) // 2
 
 
 class DQNSearcher(Searcher):
@@ -172,9 +156,7 @@ class DQNSearcher(Searcher):
     def _start(self) -> mdp.Point:
         if self.opts.start == "default" and not self.walkers:
             default = self.space.default_config()
-            point = tuple(
-                _nearest_box(p.boxes, default[p.name], p.is_log) for p in self.space.params
-            )
+            point = tuple(p.nearest_box(default[p.name]) for p in self.space.params)
         else:
             kind = "bad" if self.opts.start == "bad" else "random"
             point = start_point(self.n_boxes, kind, self.rng)

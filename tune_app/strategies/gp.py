@@ -9,7 +9,7 @@ from typing import Any
 from ray.tune.search import Searcher
 
 from tune_app.spaces import SearchSpace
-from tune_app.strategies.base import StrategyPlugin, parse_options, require
+from tune_app.strategies.base import StrategyPlugin, parse_options, require, whole
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,7 @@ class Options:
 
     def __post_init__(self) -> None:
         require(
-            isinstance(self.n_startup_trials, int)
-            and not isinstance(self.n_startup_trials, bool)
-            and self.n_startup_trials >= 0,
+            whole(self.n_startup_trials, 0),
             "gp: 'n_startup_trials' must be an integer >= 0",
         )
         require(

@@ -70,8 +70,7 @@ def resolve_tracking_uri(uri: str | None) -> str:
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
     if not uri:
         return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-    scheme = urlsplit(uri).scheme if "://" in uri or uri.startswith("file:") else ""
-    if scheme in ("", "file"):
+    if urlsplit(uri).scheme in ("", "file") and not uri.startswith("databricks"):
         raise TrackingError(
             f"tracking URI {redact_uri(uri)!r} is MLflow's file-system store, which MLflow 3 "
             f"no longer accepts; use sqlite:///path/to/mlflow.db or an http(s):// server"
