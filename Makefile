@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 # (see benchmarks/trial_overhead.py). Drop that flag to use Ray Train workers.
 # 75 epochs = 25 full trials: past every model-based searcher's random start-up.
 RUN_ARGS ?= --strategies grid,random,optuna,gp,cmaes,hyperopt,dqn,hyperband,asha \
-            --space search_spaces/digits_mlp.yaml --budget-epochs 75 --seeds 1 --num-workers 0
+            --space digits_mlp --budget-epochs 75 --seeds 1 --num-workers 0
 
 .PHONY: run test lint typecheck unit venv clean
 

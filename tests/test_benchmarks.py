@@ -68,7 +68,7 @@ def test_multi_fidelity_is_exact_at_the_last_epoch_and_repeatable_before():
 
 @pytest.mark.parametrize("name", list(BENCHMARKS))
 def test_space_files_agree_with_the_code(name: str):
-    from_file = spaces.load(ROOT / "search_spaces" / "benchmarks" / f"{name}.yaml")
+    from_file = spaces.load(ROOT / "tune_app" / "search_spaces" / "benchmarks" / f"{name}.yaml")
     in_code = get(name).space
     assert from_file.params == in_code.params
     assert dict(from_file.fixed) == dict(in_code.fixed)

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import DIGITS
-from tune_app import strategies
+from tune_app import spaces, strategies
 from tune_app.cli import main
 from tune_app.run import placement
 
@@ -38,6 +38,7 @@ NOT_POS_FLOAT = st.one_of(
     st.sampled_from(["nan", "inf", "-inf", "abc", ""]),
 )
 NEGATIVE = st.integers(-1000, -1).map(str)
+BUILTIN = set(spaces.builtin())
 
 
 def bad_option(draw: Any) -> list[str]:
@@ -58,8 +59,9 @@ def bad_option(draw: Any) -> list[str]:
     if kind == 6:
         sep = draw(st.sampled_from(["/", "..", "\\", "../", "/etc/"]))
         return ["--experiment", draw(NAMES) + sep + draw(NAMES)]
-    if kind == 7:
-        return ["--space", f"no-such-dir/{draw(NAMES)}.yaml"]
+    if kind == 7:  # neither an existing file nor a built-in space's name
+        path = NAMES.map(lambda s: f"no-such-dir/{s}.yaml")
+        return ["--space", draw(st.one_of(path, NAMES.filter(lambda s: s not in BUILTIN)))]
     if kind == 8:
         return ["--num-workers", draw(st.one_of(NEGATIVE, NOT_INT))]
     if kind == 9:
@@ -114,6 +116,7 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(placement, "ensure_ray", refuse)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TUNE_APP_HOME")  # home = the cwd, as outside the tests
     return tmp_path
 
 

@@ -4,7 +4,7 @@
 Example (runs a real search on the embedded local Ray)::
 
     from tune_app import run_search
-    result = run_search(strategy="asha", space="search_spaces/digits_mlp.yaml",
+    result = run_search(strategy="asha", space="digits_mlp",
                         budget_epochs=24, seed=0)
     print(result.best_metric, result.best_config)
 """

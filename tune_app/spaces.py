@@ -22,7 +22,9 @@ Example file::
       batch_size: 64
 
 All validation happens in :func:`load` / :meth:`SearchSpace.from_dict`, before any
-cluster work; errors name the file, the parameter and the fix.
+cluster work; errors name the file, the parameter and the fix. The built-in spaces
+ship in ``tune_app/search_spaces/`` and load by name (``digits_mlp``,
+``benchmarks/hpobench_kc1``: :func:`builtin`, :func:`locate`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ _PARAM_KEYS: dict[str, set[str]] = {
 }
 MODES = ("min", "max")
 MAX_FILE_BYTES = 1 << 20  # a space file is a few KiB; refuse anything near this
+BUILTIN_DIR = Path(__file__).parent / "search_spaces"  # shipped in the wheel
 
 
 class _PlainLoader(yaml.SafeLoader):
@@ -227,14 +230,37 @@ class SearchSpace:
         }
 
 
-def load(path: str | Path) -> SearchSpace:
-    """Read and validate a search-space YAML file."""
-    path = Path(path)
-    if not path.is_file():
+def builtin() -> dict[str, Path]:
+    """The built-in spaces by name: the file's path under ``tune_app/search_spaces``
+    without ``.yaml`` (``digits_mlp``, ``benchmarks/hpobench_kc1``)."""
+    return {
+        p.relative_to(BUILTIN_DIR).with_suffix("").as_posix(): p
+        for p in sorted(BUILTIN_DIR.rglob("*.yaml"), key=lambda p: (p.parent != BUILTIN_DIR, p))
+    }
+
+
+def locate(ref: str | Path) -> Path:
+    """The file of ``ref``: an existing file wins, else the built-in space of that
+    name (``.yaml`` optional); anything else is a :class:`SpaceError` listing the names."""
+    path = Path(ref)
+    if path.is_file():
+        return path
+    known = builtin()
+    # Paths under the checkout's old search_spaces/ folder (older commands and run
+    # manifests) name the built-in space that moved into the package.
+    name = Path(ref).as_posix().removesuffix(".yaml").rpartition("search_spaces/")[2]
+    found = known.get(name)
+    if found is None:
         raise SpaceError(
-            f"{path}: search-space file not found; pass an existing YAML file "
-            f"(see search_spaces/ for examples)"
+            f"{ref}: search-space file not found, nor a built-in space; pass a YAML file "
+            f"or a built-in name: {', '.join(known)}"
         )
+    return found
+
+
+def load(path: str | Path) -> SearchSpace:
+    """Read and validate a search-space YAML file, or a built-in space by name."""
+    path = locate(path)
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise SpaceError(

@@ -247,7 +247,7 @@ def test_space_files_name_their_tasks() -> None:
     from tune_app import spaces
 
     for name in CASES:
-        sp = spaces.load(REPO / "search_spaces" / f"{name}.yaml")
+        sp = spaces.load(REPO / "tune_app" / "search_spaces" / f"{name}.yaml")
         assert sp.task == name
         assert sp.metric in tasks.resolve(name).metrics
         assert tasks.resolve(name).uses_data_dir
@@ -260,7 +260,7 @@ def test_mnist_search_over_ray_train_workers_with_data_dir(
     """A real search: --data-dir reaches a TorchTrainer worker through the trial spec."""
     from tune_app import run_search, spaces
 
-    full = spaces.load(REPO / "search_spaces" / "mnist_cnn.yaml")
+    full = spaces.load(REPO / "tune_app" / "search_spaces" / "mnist_cnn.yaml")
     one_config = {
         "task": "mnist_cnn",
         "metric": "val_accuracy",
@@ -291,7 +291,7 @@ def test_run_search_refuses_missing_data_before_starting(tmp_path: Path) -> None
     with pytest.raises(TaskError, match="mnist data not found under"):
         run_search(
             "random",
-            REPO / "search_spaces" / "mnist_cnn.yaml",
+            REPO / "tune_app" / "search_spaces" / "mnist_cnn.yaml",
             data_dir=tmp_path / "nothing",
             tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
             verbose=False,
@@ -307,7 +307,7 @@ def test_cli_passes_data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str])
             "--strategy",
             "random",
             "--space",
-            str(REPO / "search_spaces" / "cifar10_mlp.yaml"),
+            str(REPO / "tune_app" / "search_spaces" / "cifar10_mlp.yaml"),
             "--data-dir",
             str(tmp_path / "nothing"),
             "--tracking-uri",

@@ -3,7 +3,7 @@
 Their one list of names is :data:`BENCHMARKS` (:mod:`tune_app.benchmarks.registry`);
 every benchmark is a :class:`~tune_app.tasks.base.LookupObjective` and is also
 reachable as a task by name, so ``python -m tune_app run --space
-search_spaces/benchmarks/<name>.yaml`` tunes it like any model.
+benchmarks/<name>`` (a built-in space) tunes it like any model.
 """
 
 from __future__ import annotations

@@ -31,7 +31,9 @@ def add_parser(sub: Any) -> None:
     train.add_argument("--out", default="controller_weights", help="output directory")
     train.add_argument("--address", default=None, help="Ray address (default: local Ray)")
     train.add_argument("--tracking-uri", default=None, help="MLflow URI (default sqlite)")
-    train.add_argument("--experiment", default="controller-pretraining")
+    train.add_argument(
+        "--experiment", default="controller-pretraining", help="MLflow experiment (%(default)s)"
+    )
     train.add_argument(
         "--resume", action="store_true", help="continue from OUT/state after an interruption"
     )

@@ -6,40 +6,48 @@
 They compose: ``build("optuna", scheduler="asha")``. Naming a scheduler as the
 strategy is a preset for random search under that scheduler.
 
-Modules are imported lazily by name (as Ray Tune's own registry does), so listing
-strategies imports none of Optuna, HyperOpt or RLlib. Each module exports a
-:class:`~tune_app.strategies.base.StrategyPlugin` as ``PLUGIN``: its build
-function, its typed options and its optional hooks.
+Modules are imported lazily by name (as Ray Tune's own registry does), so the
+registry, the CLI's parser and the ``strategies`` listing (with every option)
+import none of Ray, Optuna, HyperOpt or RLlib: each entry names its module and
+its options dataclass, declared Ray-free in :mod:`tune_app.strategies.options`.
+Each module exports a :class:`~tune_app.strategies.base.StrategyPlugin` as
+``PLUGIN``: its build function, the same options class and its optional hooks.
 
-Adding a strategy: write ``tune_app/strategies/<name>.py`` (``Options``, ``build``,
-``PLUGIN``) and add one :class:`StrategyInfo` line below; the CLI, ``compare``,
-the contract tests and the docs listing pick it up from here.
+Adding a strategy: declare its options in ``options.py``, write
+``tune_app/strategies/<name>.py`` (``build``, ``PLUGIN``) and add one
+:class:`StrategyInfo` line below; the CLI, ``compare``, the contract tests and
+the docs listing pick it up from here.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any, Literal
-
-from ray.tune.schedulers import TrialScheduler
-from ray.tune.search import Searcher
+from typing import TYPE_CHECKING, Any, Literal
 
 from tune_app.errors import ConfigError
-from tune_app.spaces import SearchSpace
-from tune_app.strategies.base import StrategyPlugin
+from tune_app.strategies import options as opts
+
+if TYPE_CHECKING:
+    from ray.tune.schedulers import TrialScheduler
+    from ray.tune.search import Searcher
+
+    from tune_app.spaces import SearchSpace
+    from tune_app.strategies.base import StrategyPlugin
 
 Kind = Literal["searcher", "scheduler"]
 
 
 @dataclass(frozen=True)
 class StrategyInfo:
-    """A registry entry: what the name is, where it lives, what it does."""
+    """A registry entry: what the name is, where it lives, what it does, and its
+    options (``--opt`` for searchers, ``--scheduler-opt`` for schedulers)."""
 
     name: str
     kind: Kind
     module: str
     description: str
+    options: type
 
 
 REGISTRY: dict[str, StrategyInfo] = {
@@ -50,54 +58,63 @@ REGISTRY: dict[str, StrategyInfo] = {
             "searcher",
             "tune_app.strategies.grid",
             "every combination of the value boxes, in a fixed order",
+            opts.GridOptions,
         ),
         StrategyInfo(
             "random",
             "searcher",
             "tune_app.strategies.random_search",
             "independent uniform samples of the ranges (seeded)",
+            opts.RandomOptions,
         ),
         StrategyInfo(
             "optuna",
             "searcher",
             "tune_app.strategies.optuna_tpe",
             "Bayesian optimisation: Optuna's TPE sampler",
+            opts.OptunaOptions,
         ),
         StrategyInfo(
             "gp",
             "searcher",
             "tune_app.strategies.gp",
             "Bayesian optimisation: Optuna's Gaussian-process sampler",
+            opts.GPOptions,
         ),
         StrategyInfo(
             "cmaes",
             "searcher",
             "tune_app.strategies.cmaes",
             "evolution strategy: Optuna's CMA-ES (for continuous spaces)",
+            opts.CmaesOptions,
         ),
         StrategyInfo(
             "hyperopt",
             "searcher",
             "tune_app.strategies.hyperopt_tpe",
             "Bayesian optimisation: HyperOpt's TPE",
+            opts.HyperoptOptions,
         ),
         StrategyInfo(
             "dqn",
             "searcher",
             "tune_app.strategies.dqn",
             "pretrained RLlib DQN controller walking the value boxes (tune_app.controller)",
+            opts.DQNOptions,
         ),
         StrategyInfo(
             "hyperband",
             "scheduler",
             "tune_app.strategies.hyperband",
             "random search under Hyperband's brackets of successive halving (async)",
+            opts.HyperbandOptions,
         ),
         StrategyInfo(
             "asha",
             "scheduler",
             "tune_app.strategies.asha",
             "random search under asynchronous successive halving (ASHA)",
+            opts.AshaOptions,
         ),
     )
 }

@@ -3,36 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from tune_app.spaces import SearchSpace
-from tune_app.strategies.base import StrategyPlugin, parse_options, require
-
-
-@dataclass(frozen=True)
-class Options:
-    """Options of ``asha``.
-
-    Attributes:
-        grace_period: epochs every trial gets before it can be stopped.
-        reduction_factor: keep the top 1/reduction_factor at each rung.
-    """
-
-    grace_period: int = 1
-    reduction_factor: int = 3
-
-    def __post_init__(self) -> None:
-        require(
-            isinstance(self.grace_period, int) and self.grace_period >= 1,
-            "asha: 'grace_period' must be an integer >= 1",
-        )
-        require(
-            isinstance(self.reduction_factor, int) and self.reduction_factor >= 2,
-            "asha: 'reduction_factor' must be an integer >= 2",
-        )
+from tune_app.strategies.base import StrategyPlugin
+from tune_app.strategies.options import AshaOptions as Options
+from tune_app.strategies.options import parse_options
 
 
 def min_epochs(space: SearchSpace, options: Mapping[str, Any] | None) -> int:

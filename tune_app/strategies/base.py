@@ -1,9 +1,9 @@
 """The strategy contract and shared pieces: the plugin record every strategy
-module exports, what a searcher may add to tracking, option parsing, and the
-guarded searcher.
+module exports, what a searcher may add to tracking, and the guarded searcher.
 
 A strategy module (one per strategy, listed in :data:`tune_app.strategies.REGISTRY`)
-defines a frozen ``Options`` dataclass and ``build``, and exports them as
+defines ``build`` over its frozen options dataclass (declared, Ray-free, in
+:mod:`tune_app.strategies.options`), and exports them as
 ``PLUGIN = StrategyPlugin(build=build, options=Options, ...)`` with its optional
 hooks. Nothing is looked up by attribute name: what a strategy can do is what its
 plugin declares.
@@ -11,38 +11,19 @@ plugin declares.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import ray
 from ray.tune.search import Searcher
 
-from tune_app.errors import ConfigError
+from tune_app.strategies.options import parse_options
 
 if TYPE_CHECKING:
     from tune_app.spaces import SearchSpace
-
-T = TypeVar("T")
-
-
-def parse_options(cls: type[T], strategy: str, options: Mapping[str, Any] | None) -> T:
-    """Build the options dataclass ``cls``; unknown keys are errors, never dropped."""
-    options = dict(options or {})
-    valid = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ConfigError(
-            f"strategy {strategy!r}: unknown option(s) {unknown}; valid options: "
-            f"{', '.join(valid) or '(none)'}"
-        )
-    try:
-        return cls(**options)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"strategy {strategy!r}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -54,7 +35,7 @@ class StrategyPlugin:
             ``Searcher`` (searchers) or ``TrialScheduler`` (schedulers); unknown
             or bad options raise :class:`ConfigError`.
         options: the frozen dataclass of the strategy's options (validated in
-            ``__post_init__``); ``tune-app strategies`` lists its fields.
+            ``__post_init__``); the same class as its registry entry's.
         min_epochs: schedulers: ``min_epochs(space, options)``, the fewest epochs
             one trial can cost (what the budget must at least allow).
         budget_defaults: ``budget_defaults(space, budget_epochs)``, options derived
@@ -92,17 +73,6 @@ class RunArtifacts(Protocol):
     def write_artifacts(self, run_dir: Path) -> list[str]:
         """Write files into ``run_dir``; return their names."""
         ...
-
-
-def require(cond: bool, message: str) -> None:
-    """Raise :class:`ConfigError` with ``message`` unless ``cond`` holds."""
-    if not cond:
-        raise ConfigError(message)
-
-
-def whole(value: Any, minimum: int) -> bool:
-    """Whether ``value`` is an integer (not a bool) of at least ``minimum``."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 def metric_value(result: Mapping[str, Any] | None, metric: str) -> float | None:

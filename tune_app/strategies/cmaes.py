@@ -11,43 +11,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ray.tune.search import Searcher
 
 from tune_app.spaces import SearchSpace
-from tune_app.strategies.base import StrategyPlugin, parse_options, require, whole
-
-
-@dataclass(frozen=True)
-class Options:
-    """Options of ``cmaes`` (defaults: Optuna's, except the margin).
-
-    Attributes:
-        n_startup_trials: random trials before CMA-ES starts.
-        popsize: CMA-ES population size (default: 4 + 3 ln(dimensions)).
-        with_margin: CMA-ES with margin; ``None``: on when the space has integer
-            or discrete parameters.
-    """
-
-    n_startup_trials: int = 1
-    popsize: int | None = None
-    with_margin: bool | None = None
-
-    def __post_init__(self) -> None:
-        require(
-            whole(self.n_startup_trials, 0),
-            "cmaes: 'n_startup_trials' must be an integer >= 0",
-        )
-        require(
-            self.popsize is None or whole(self.popsize, 2),
-            "cmaes: 'popsize' must be an integer >= 2 (or unset)",
-        )
-        require(
-            self.with_margin is None or isinstance(self.with_margin, bool),
-            "cmaes: 'with_margin' must be true, false or unset",
-        )
+from tune_app.strategies.base import StrategyPlugin
+from tune_app.strategies.options import CmaesOptions as Options
+from tune_app.strategies.options import parse_options
 
 
 def build(

@@ -17,7 +17,6 @@ import json
 import math
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,49 +24,16 @@ import numpy as np
 from ray.tune.search import Searcher
 
 from tune_app.controller import mdp
-from tune_app.controller.env import STARTS, start_point
+from tune_app.controller.env import start_point
 from tune_app.controller.policy import QPolicy
 from tune_app.errors import ConfigError
 from tune_app.spaces import SearchSpace
-from tune_app.strategies.base import StrategyPlugin, metric_value, parse_options, require, whole
+from tune_app.strategies.base import StrategyPlugin, metric_value
+from tune_app.strategies.options import DQNOptions as Options
+from tune_app.strategies.options import parse_options
 
 MAX_INNER_STEPS = 20  # non-evaluating actions (return to best) per suggestion
 WALK_PLOT = "walk.png"
-
-
-@dataclass(frozen=True)
-class Options:
-    """Options of ``dqn``.
-
-    Attributes:
-        checkpoint: directory with ``q_network.pt`` and ``manifest.json`` (written
-            by ``tune-app controller train``); default: the shipped policy.
-        epsilon: probability of a random valid action instead of the greedy one.
-        start: first configuration of each walker: ``random`` boxes, ``bad``
-            (a random corner of the boxes) or ``default`` (the space's defaults,
-            snapped to the nearest box).
-        horizon: expected number of trials; sets the "budget used" state feature.
-    """
-
-    checkpoint: str | None = None
-    epsilon: float = 0.05
-    start: str = "random"
-    horizon: int = 50
-
-    def __post_init__(self) -> None:
-        require(
-            isinstance(self.epsilon, int | float) and 0.0 <= self.epsilon <= 1.0,
-            f"dqn: 'epsilon' must be in [0, 1], got {self.epsilon!r}",
-        )
-        require(self.start in STARTS, f"dqn: 'start' must be one of {STARTS}, got {self.start!r}")
-        require(
-            whole(self.horizon, 1),
-            f"dqn: 'horizon' must be an integer >= 1, got {self.horizon!r}",
-        )
-        require(
-            self.checkpoint is None or isinstance(self.checkpoint, str),
-            "dqn: 'checkpoint' must be a directory path",
-        )
 
 
 class DQNSearcher(Searcher):
@@ -230,31 +196,37 @@ class DQNSearcher(Searcher):
         import matplotlib.pyplot as plt
 
         n = len(self.space.params)
-        fig, axes = plt.subplots(n + 1, 1, figsize=(8, 1.4 * (n + 1) + 1), sharex=True)
-        xs = list(range(1, len(done) + 1))
+        fig, axes = plt.subplots(
+            n + 1, 1, figsize=(9, 1.5 * (n + 1) + 1), sharex=True, layout="constrained"
+        )
+        xs = np.arange(1, len(done) + 1)
         values = [r.get("value") for _, r in done]
         ax = axes[0]
         ys = np.array([np.nan if v is None else v for v in values], dtype=float)
-        ax.plot(xs, ys, "o", ms=3, color="grey")
+        ax.plot(xs, ys, "o", ms=4, color="grey", label="trial")
         pick = np.fmax if self._mode == "max" else np.fmin
         ax.plot(xs, pick.accumulate(ys), "-", color="black", lw=1, label="best so far")
-        ax.set_ylabel(self._metric or "metric", fontsize=8)
-        ax.set_title(f"dqn walk over {len(done)} trials (colour = walker)", fontsize=9)
+        ax.set_ylabel(self._metric or "metric")
+        ax.set_title(f"dqn walk over {len(done)} trials (colour = walker)")
+        ax.legend(loc="best", fontsize=9)
         colours = plt.get_cmap("tab10")
+        walkers = np.array([r["walker"] for _, r in done])
         for k, p in enumerate(self.space.params):
             ax = axes[k + 1]
-            boxes = [r["point"][k] for _, r in done]
-            cs = [colours(r["walker"] % 10) for _, r in done]
+            boxes = np.array([r["point"][k] for _, r in done])
             ax.plot(xs, boxes, "-", color="lightgrey", lw=0.8)
-            ax.scatter(xs, boxes, c=cs, s=12)
+            for w in np.unique(walkers):
+                at = walkers == w
+                ax.scatter(xs[at], boxes[at], color=colours(w % 10), s=16, label=str(w))
             ax.set_yticks(range(len(p.boxes)))
-            ax.set_yticklabels(
-                [f"{b:g}" if isinstance(b, float) else str(b) for b in p.boxes], fontsize=6
-            )
-            ax.set_ylabel(p.name, fontsize=8)
+            ax.set_yticklabels([f"{b:g}" if isinstance(b, float) else str(b) for b in p.boxes])
+            ax.set_ylabel(p.name)
+            ax.tick_params(labelsize=9)
+        handles, labels = axes[1].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside right center", fontsize=9, title="walker")
+        axes[0].tick_params(labelsize=9)
         axes[-1].set_xlabel("trial")
-        fig.tight_layout()
-        fig.savefig(path, dpi=90)
+        fig.savefig(path, dpi=100)
         plt.close(fig)
         return path
 

@@ -4,28 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ray.tune.search import Searcher
 
 from tune_app.spaces import SearchSpace
-from tune_app.strategies.base import StrategyPlugin, parse_options, require
-
-
-@dataclass(frozen=True)
-class Options:
-    """Options of ``grid``.
-
-    Attributes:
-        shuffle: visit the grid in a seeded random order instead of lexicographic
-            order (useful when the budget covers only part of the grid).
-    """
-
-    shuffle: bool = False
-
-    def __post_init__(self) -> None:
-        require(isinstance(self.shuffle, bool), "grid: 'shuffle' must be true or false")
+from tune_app.strategies.base import StrategyPlugin
+from tune_app.strategies.options import GridOptions as Options
+from tune_app.strategies.options import parse_options
 
 
 class BoxGridSearcher(Searcher):

@@ -12,37 +12,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
 from tune_app.spaces import SearchSpace
-from tune_app.strategies.base import StrategyPlugin, parse_options, require
-
-
-@dataclass(frozen=True)
-class Options:
-    """Options of ``hyperband``.
-
-    Attributes:
-        reduction_factor: eta, keep the top 1/eta at each halving.
-        brackets: number of brackets (default: Hyperband's ``1 + floor(log_eta(R))``).
-    """
-
-    reduction_factor: int = 3
-    brackets: int | None = None
-
-    def __post_init__(self) -> None:
-        require(
-            isinstance(self.reduction_factor, int) and self.reduction_factor >= 2,
-            "hyperband: 'reduction_factor' must be an integer >= 2",
-        )
-        require(
-            self.brackets is None or (isinstance(self.brackets, int) and self.brackets >= 1),
-            "hyperband: 'brackets' must be an integer >= 1",
-        )
+from tune_app.strategies.base import StrategyPlugin
+from tune_app.strategies.options import HyperbandOptions as Options
+from tune_app.strategies.options import parse_options
 
 
 class SeededAsyncHyperBand(AsyncHyperBandScheduler):

@@ -4,18 +4,14 @@ parameters (seeded)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ray.tune.search import Searcher
 
 from tune_app.spaces import SearchSpace
-from tune_app.strategies.base import StrategyPlugin, parse_options
-
-
-@dataclass(frozen=True)
-class Options:
-    """``random`` has no options."""
+from tune_app.strategies.base import StrategyPlugin
+from tune_app.strategies.options import RandomOptions as Options
+from tune_app.strategies.options import parse_options
 
 
 def build(

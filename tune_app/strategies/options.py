@@ -1,0 +1,236 @@
+"""Every strategy's typed options, declared once, in a module that imports no Ray.
+
+Each strategy module builds from its dataclass here (``--opt KEY=VALUE`` is
+validated by :func:`parse_options` against it), the registry
+(:data:`tune_app.strategies.REGISTRY`) points at it, and ``tune-app strategies``
+lists its fields (:func:`specs`) without importing Ray, Optuna or RLlib. A field
+is declared with :func:`opt`: its default and its one line of help.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, TypeVar
+
+from tune_app.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def opt(default: Any, help: str) -> Any:
+    """An option field: its default and one line for ``tune-app strategies``."""
+    return field(default=default, metadata={"help": help})
+
+
+class OptionSpec(NamedTuple):
+    """One option as ``tune-app strategies`` lists it."""
+
+    name: str
+    type: str
+    default: Any
+    help: str
+
+
+def specs(cls: type) -> list[OptionSpec]:
+    """The options of the dataclass ``cls``, in declaration order."""
+    return [
+        OptionSpec(f.name, str(f.type), f.default, f.metadata.get("help", ""))
+        for f in dataclasses.fields(cls)
+    ]
+
+
+def parse_options(cls: type[T], strategy: str, options: Mapping[str, Any] | None) -> T:
+    """Build the options dataclass ``cls``; unknown keys are errors, never dropped."""
+    options = dict(options or {})
+    valid = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"strategy {strategy!r}: unknown option(s) {unknown}; valid options: "
+            f"{', '.join(valid) or '(none)'}"
+        )
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"strategy {strategy!r}: {exc}") from None
+
+
+def require(cond: bool, message: str) -> None:
+    """Raise :class:`ConfigError` with ``message`` unless ``cond`` holds."""
+    if not cond:
+        raise ConfigError(message)
+
+
+def whole(value: Any, minimum: int) -> bool:
+    """Whether ``value`` is an integer (not a bool) of at least ``minimum``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+@dataclass(frozen=True)
+class GridOptions:
+    """Options of ``grid``."""
+
+    shuffle: bool = opt(
+        False, "visit the grid in a seeded random order (when the budget covers part of it)"
+    )
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.shuffle, bool), "grid: 'shuffle' must be true or false")
+
+
+@dataclass(frozen=True)
+class RandomOptions:
+    """``random`` has no options."""
+
+
+@dataclass(frozen=True)
+class OptunaOptions:
+    """Options of ``optuna`` (defaults: Optuna's own, so it runs as its docs run it)."""
+
+    n_startup_trials: int = opt(10, "random trials before TPE starts modelling")
+    multivariate: bool | None = opt(
+        None, "model parameters jointly (unset: Optuna's default, multivariate since Optuna 5)"
+    )
+
+    def __post_init__(self) -> None:
+        require(
+            whole(self.n_startup_trials, 0),
+            "optuna: 'n_startup_trials' must be an integer >= 0",
+        )
+        require(
+            self.multivariate is None or isinstance(self.multivariate, bool),
+            "optuna: 'multivariate' must be true, false or unset",
+        )
+
+
+@dataclass(frozen=True)
+class GPOptions:
+    """Options of ``gp`` (defaults: Optuna's)."""
+
+    n_startup_trials: int = opt(10, "random trials before the Gaussian process is fitted")
+    deterministic_objective: bool = opt(
+        False, "the metric has no noise (e.g. a lookup table): interpolate, don't smooth"
+    )
+
+    def __post_init__(self) -> None:
+        require(
+            whole(self.n_startup_trials, 0),
+            "gp: 'n_startup_trials' must be an integer >= 0",
+        )
+        require(
+            isinstance(self.deterministic_objective, bool),
+            "gp: 'deterministic_objective' must be true or false",
+        )
+
+
+@dataclass(frozen=True)
+class CmaesOptions:
+    """Options of ``cmaes`` (defaults: Optuna's, except the margin)."""
+
+    n_startup_trials: int = opt(1, "random trials before CMA-ES starts")
+    popsize: int | None = opt(None, "population size (unset: 4 + 3 ln(dimensions))")
+    with_margin: bool | None = opt(
+        None, "CMA-ES with margin (unset: on when the space has integer or discrete parameters)"
+    )
+
+    def __post_init__(self) -> None:
+        require(
+            whole(self.n_startup_trials, 0),
+            "cmaes: 'n_startup_trials' must be an integer >= 0",
+        )
+        require(
+            self.popsize is None or whole(self.popsize, 2),
+            "cmaes: 'popsize' must be an integer >= 2 (or unset)",
+        )
+        require(
+            self.with_margin is None or isinstance(self.with_margin, bool),
+            "cmaes: 'with_margin' must be true, false or unset",
+        )
+
+
+@dataclass(frozen=True)
+class HyperoptOptions:
+    """Options of ``hyperopt``."""
+
+    n_initial_points: int = opt(
+        20, "random trials before TPE starts modelling (Ray's and HyperOpt's default)"
+    )
+    gamma: float = opt(0.25, "TPE's quantile splitting good from bad trials, in (0, 1)")
+
+    def __post_init__(self) -> None:
+        require(
+            isinstance(self.n_initial_points, int) and self.n_initial_points >= 1,
+            "hyperopt: 'n_initial_points' must be an integer >= 1",
+        )
+        require(0 < float(self.gamma) < 1, "hyperopt: 'gamma' must be in (0, 1)")
+
+
+@dataclass(frozen=True)
+class DQNOptions:
+    """Options of ``dqn``."""
+
+    checkpoint: str | None = opt(
+        None, "Q-network directory from `tune-app controller train` (unset: the shipped one)"
+    )
+    epsilon: float = opt(0.05, "probability of a random valid action instead of the greedy one")
+    start: str = opt(
+        "random", "each walker's first config: random boxes, bad (a corner) or default"
+    )
+    horizon: int = opt(
+        50, "expected number of trials, a state feature (runs: budget_epochs // max_epochs)"
+    )
+
+    def __post_init__(self) -> None:
+        from tune_app.controller.env import STARTS  # gymnasium: only when options are checked
+
+        require(
+            isinstance(self.epsilon, int | float) and 0.0 <= self.epsilon <= 1.0,
+            f"dqn: 'epsilon' must be in [0, 1], got {self.epsilon!r}",
+        )
+        require(self.start in STARTS, f"dqn: 'start' must be one of {STARTS}, got {self.start!r}")
+        require(
+            whole(self.horizon, 1),
+            f"dqn: 'horizon' must be an integer >= 1, got {self.horizon!r}",
+        )
+        require(
+            self.checkpoint is None or isinstance(self.checkpoint, str),
+            "dqn: 'checkpoint' must be a directory path",
+        )
+
+
+@dataclass(frozen=True)
+class HyperbandOptions:
+    """Options of ``hyperband``."""
+
+    reduction_factor: int = opt(3, "eta: keep the top 1/eta at each halving")
+    brackets: int | None = opt(None, "number of brackets (unset: 1 + floor(log_eta(max_epochs)))")
+
+    def __post_init__(self) -> None:
+        require(
+            isinstance(self.reduction_factor, int) and self.reduction_factor >= 2,
+            "hyperband: 'reduction_factor' must be an integer >= 2",
+        )
+        require(
+            self.brackets is None or (isinstance(self.brackets, int) and self.brackets >= 1),
+            "hyperband: 'brackets' must be an integer >= 1",
+        )
+
+
+@dataclass(frozen=True)
+class AshaOptions:
+    """Options of ``asha``."""
+
+    grace_period: int = opt(1, "epochs every trial gets before it can be stopped")
+    reduction_factor: int = opt(3, "keep the top 1/reduction_factor at each rung")
+
+    def __post_init__(self) -> None:
+        require(
+            isinstance(self.grace_period, int) and self.grace_period >= 1,
+            "asha: 'grace_period' must be an integer >= 1",
+        )
+        require(
+            isinstance(self.reduction_factor, int) and self.reduction_factor >= 2,
+            "asha: 'reduction_factor' must be an integer >= 2",
+        )
