@@ -21,22 +21,26 @@ PORT=6379
 DASHBOARD_PORT=8265
 HEAD_CPUS=1
 WORKER_CPUS=1
+TEMP_DIR=
 
 usage() {
     cat <<EOF
 usage: cluster/local.sh up [--workers N] [--port P] [--dashboard-port D]
-                           [--head-cpus C] [--worker-cpus C]
+                           [--head-cpus C] [--worker-cpus C] [--temp-dir DIR]
        cluster/local.sh status [--port P]
        cluster/local.sh down
 
   up      start a head (GCS on 127.0.0.1:P, default $PORT; dashboard and Jobs API
-          on 127.0.0.1:D, default $DASHBOARD_PORT) and N worker nodes (default $WORKERS)
+          on 127.0.0.1:D, default $DASHBOARD_PORT) and N worker nodes (default $WORKERS);
+          --temp-dir gives the cluster its own Ray temp dir (default Ray's /tmp/ray)
   status  ray status of the cluster at 127.0.0.1:P
   down    ray stop --force (stops every Ray process of this user on this machine)
 
 The Ray CLI is \$RAY (default .venv/bin/ray). Clients need RAY_AUTH_MODE=token;
 the token is ~/.ray/auth_token (created by 'up' if missing). Submit with
   RAY_AUTH_MODE=token \$RAY job submit --address http://127.0.0.1:D --working-dir . -- python -m tune_app ...
+A job's results (run directories, a local MLflow store) go to \$TUNE_APP_HOME,
+default ~/tune_app, never into the job's temporary working directory.
 EOF
 }
 
@@ -75,6 +79,11 @@ while (($#)); do
             esac
             shift 2
             ;;
+        --temp-dir)
+            (($# >= 2)) && [[ -n $2 ]] || die "--temp-dir needs a directory"
+            TEMP_DIR=$2
+            shift 2
+            ;;
         -h | --help) usage; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
     esac
@@ -87,6 +96,13 @@ done
 [[ -x $RAY ]] || command -v "$RAY" >/dev/null || die "Ray CLI '$RAY' not found (set RAY=...)"
 
 up() {
+    # Ray's processes inherit this PATH, and a job's entrypoint runs in a shell
+    # under them: with the Ray CLI's folder (the venv's bin) first, `python` in
+    # `ray job submit -- python -m tune_app ...` is the venv's interpreter.
+    local bin
+    bin=$(cd "$(dirname "$(command -v "$RAY")")" && pwd)
+    export PATH="$bin:$PATH"
+
     # `ray start` does not create a token; `ray get-auth-token --generate` writes
     # ~/.ray/auth_token once (it prints the token, which stays off the terminal).
     "$RAY" get-auth-token --generate >/dev/null
@@ -103,7 +119,8 @@ up() {
         --num-cpus "$HEAD_CPUS" \
         --num-gpus 0 \
         --resources '{"head_node": 1}' \
-        --disable-usage-stats
+        --disable-usage-stats \
+        ${TEMP_DIR:+--temp-dir "$TEMP_DIR"}
 
     local i
     for ((i = 1; i <= WORKERS; i++)); do
@@ -119,7 +136,8 @@ up() {
             --num-gpus 0 \
             --resources "{\"worker_node\": 1, \"worker_$i\": 1}" \
             --dashboard-agent-listen-port 0 \
-            --disable-usage-stats
+            --disable-usage-stats \
+            ${TEMP_DIR:+--temp-dir "$TEMP_DIR"}
     done
     trap - ERR
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +28,61 @@ os.environ["RAY_AUTH_MODE"] = "token"
 os.environ.pop("RAY_ADDRESS", None)
 
 REPO = Path(__file__).resolve().parents[1]
-DIGITS = REPO / "search_spaces" / "digits_mlp.yaml"
+# Nothing a test writes lands in the checkout or in the user's own MLflow store:
+# every default location (tune_app.home) is this session's temp dir, which the
+# Ray head started below inherits too.
+SESSION_HOME = tempfile.mkdtemp(prefix="tune_app_home-")
+os.environ["TUNE_APP_HOME"] = SESSION_HOME
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+DIGITS = REPO / "tune_app" / "search_spaces" / "digits_mlp.yaml"
 RAY = str(Path(sys.executable).with_name("ray"))
+
+
+# Caches a test run may leave; anything else new in the checkout fails the session.
+_CACHES = [":!.venv", ":!**/__pycache__/**", ":!.mypy_cache", ":!.pytest_cache"]
+_CACHES += [":!.ruff_cache", ":!*.egg-info", ":!.hypothesis"]
+
+
+def _checkout_files() -> dict[str, float]:
+    """Ignored and untracked files in the checkout, with mtimes: caches aside, and
+    untracked files in source folders aside (someone editing while the tests run)."""
+    sources = [":!tune_app", ":!tests", ":!docs", ":!benchmarks"]
+    files: dict[str, float] = {}
+    for flags, pathspec in ((["--ignored"], []), ([], sources)):
+        cmd = ["git", "ls-files", "--others", "--exclude-standard", *flags, "--", "."]
+        out = subprocess.run(
+            [*cmd, *_CACHES, *pathspec],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        for name in out.stdout.splitlines() if out.returncode == 0 else []:
+            with contextlib.suppress(OSError):
+                files[name] = (REPO / name).stat().st_mtime
+    return files
+
+
+_BEFORE: dict[str, float] = {}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _BEFORE.update(_checkout_files())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the session if a test wrote into the checkout; drop the session home."""
+    shutil.rmtree(SESSION_HOME, ignore_errors=True)
+    if not (REPO / ".git").exists():
+        return
+    after = _checkout_files()
+    written = sorted(f for f, t in after.items() if _BEFORE.get(f) != t)
+    if written:
+        shown = ", ".join(written[:10]) + (
+            f" and {len(written) - 10} more" if len(written) > 10 else ""
+        )
+        sys.stderr.write(f"\nthe tests wrote into the checkout {REPO}: {shown}\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def free_port() -> int:
@@ -49,15 +104,18 @@ def ray_env() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class LocalCluster:
-    """Addresses of the session's Ray head."""
+    """Addresses of the session's Ray head, and its own Ray temp dir."""
 
     gcs_address: str
     dashboard_url: str
+    temp_dir: str = ""
 
 
-def _processes_of(temp_dir: str) -> list[int]:
-    """Pids of this cluster's processes (their command line names its temp dir) and
-    all their descendants (workers rename themselves ``ray::...``)."""
+def _processes_of(*markers: str) -> list[int]:
+    """Pids of a cluster's processes (their command line names one of ``markers``:
+    its temp dir, or ``=<gcs address> `` for the Ray client server, which does not
+    name the temp dir) and all their descendants (workers rename themselves
+    ``ray::...``)."""
     parents: dict[int, int] = {}
     roots: set[int] = set()
     for entry in Path("/proc").iterdir():
@@ -70,7 +128,7 @@ def _processes_of(temp_dir: str) -> list[int]:
             continue
         pid = int(entry.name)
         parents[pid] = int(stat.rsplit(")", 1)[1].split()[1])
-        if temp_dir in cmdline and pid != os.getpid():
+        if any(m in cmdline for m in markers) and pid != os.getpid():
             roots.add(pid)
     found, grew = set(roots), True
     while grew:
@@ -81,16 +139,18 @@ def _processes_of(temp_dir: str) -> list[int]:
     return sorted(found)
 
 
-def stop_cluster(temp_dir: str) -> None:
-    """Stop only the Ray processes of the cluster rooted at ``temp_dir``.
+def stop_cluster(temp_dir: str, gcs_address: str | None = None) -> None:
+    """Stop only the Ray processes of the cluster rooted at ``temp_dir`` (and the
+    client server of the head at ``gcs_address``).
 
     Unlike ``ray stop``, this leaves every other Ray instance on the machine alone.
     """
     import signal
     import time
 
+    markers = [temp_dir, *([f"={gcs_address} "] if gcs_address else [])]
     for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        pids = _processes_of(temp_dir)
+        pids = _processes_of(*markers)
         for pid in pids:
             with contextlib.suppress(OSError):
                 os.kill(pid, sig)
@@ -116,45 +176,41 @@ def ray_cluster() -> Iterator[LocalCluster]:
     The head gets its own short temp dir, so teardown stops exactly this cluster and
     never another Ray running on the same machine (``ray stop`` would kill them all).
     """
-    import shutil
-    import tempfile
-
     import ray
 
-    # `ray start` with token auth needs ~/.ray/auth_token and does not create it (a
-    # fresh machine, like CI's, has none); this writes it once, as cluster/local.sh does.
-    subprocess.run(
-        [RAY, "get-auth-token", "--generate"], env=ray_env(), capture_output=True, check=True
-    )
+    # The head starts the way a user starts one: cluster/local.sh with the venv's
+    # Ray CLI and the venv *not* activated (its bin is not on PATH), so the job
+    # tests submit `python -m tune_app ...` exactly as the README shows.
     gcs_port, dash_port = free_port(), free_port()
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Unix socket paths
+    venv_bin = str(Path(RAY).parent)
+    env = ray_env()
+    env["PATH"] = os.pathsep.join(
+        d for d in env.get("PATH", "").split(os.pathsep) if d and d != venv_bin
+    )
+    env.update(RAY=RAY)
     cmd = [
-        RAY,
-        "start",
-        "--head",
-        "--node-ip-address",
-        "127.0.0.1",
+        "bash",
+        str(REPO / "cluster" / "local.sh"),
+        "up",
+        "--workers",
+        "0",
         "--port",
         str(gcs_port),
-        "--num-cpus",
-        "2",
-        "--include-dashboard",
-        "true",
-        "--dashboard-host",
-        "127.0.0.1",
         "--dashboard-port",
         str(dash_port),
-        "--disable-usage-stats",
+        "--head-cpus",
+        "2",
         "--temp-dir",
         temp_dir,
     ]
     try:
-        subprocess.run(cmd, env=ray_env(), check=True, capture_output=True, timeout=180)
+        subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=180)
         ray.init(address=f"127.0.0.1:{gcs_port}", log_to_driver=False)
-        yield LocalCluster(f"127.0.0.1:{gcs_port}", f"http://127.0.0.1:{dash_port}")
+        yield LocalCluster(f"127.0.0.1:{gcs_port}", f"http://127.0.0.1:{dash_port}", temp_dir)
     finally:
         ray.shutdown()
-        stop_cluster(temp_dir)
+        stop_cluster(temp_dir, f"127.0.0.1:{gcs_port}")
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

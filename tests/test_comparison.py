@@ -16,11 +16,11 @@ from tune_app.cli import main
 from tune_app.comparison import report
 from tune_app.comparison.compare import fairness_warnings
 from tune_app.comparison.finalists import Finalist, FoldTask, cross_validate, with_without
-from tune_app.spaces import load
+from tune_app.spaces import BUILTIN_DIR, load
 from tune_app.tasks.digits_mlp import DigitsMLP
 
 PARENT_TAG = "mlflow.parentRunId"
-SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "benchmarks" / "digits_tabular.yaml"
+SPACE = BUILTIN_DIR / "benchmarks" / "digits_tabular.yaml"
 
 
 @pytest.mark.slow
@@ -88,6 +88,21 @@ def test_compare_two_strategies_two_seeds_report_and_rebuild(
         assert bench.regret(r.best_metric) >= 0
     logged = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report.md", "anytime_epochs.png", "heatmap.png", "final_table.csv"} <= logged
+    assert "report.html" in logged
+    page = Path(comparison.report_path).read_text()
+    assert page.count("data:image/png;base64,") >= 3 and 'src="anytime' not in page
+    top = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id)}
+    assert {"comparison.parquet", "comparison.csv"} <= top  # CSV: MLflow previews it
+    # The verdict is on the comparison run: name, tags, description, metrics.
+    assert comparison.verdict is not None
+    best = parent.data.tags["tune_app.best_strategy"]
+    assert best in ("random", "asha") and best == comparison.verdict.best
+    assert parent.data.tags["mlflow.runName"].endswith(f"best: {best}")
+    assert parent.data.tags["mlflow.note.content"].startswith("**Best: ")
+    assert "vs random: asha: too few seeds" in parent.data.tags["tune_app.paired_verdict"]
+    assert {"normalised_regret/random", "normalised_regret/asha"} <= set(parent.data.metrics)
+    assert parent.data.metrics["normalised_regret/random"] == pytest.approx(1.0)
+    assert sum(parent.data.metrics["mean_rank/" + n] for n in ("random", "asha")) == 3
 
     # The report built at the end of compare equals the one rebuilt from MLflow alone.
     built = report.from_comparison(comparison, optimum=bench.optimum)
@@ -107,8 +122,8 @@ def test_compare_two_strategies_two_seeds_report_and_rebuild(
     out = tmp_path / "rebuilt"
     code = main(["report", run_id, "--tracking-uri", tracking_uri, "--out", str(out)])
     assert code == 0
-    assert (out / "report.md").read_text() == Path(comparison.report_path).read_text()
-    assert "too few seeds to conclude" in capsys.readouterr().out
+    assert (out / "report.md").read_text() == comparison.report_path.with_suffix(".md").read_text()
+    assert "too few seeds to conclude" in capsys.readouterr().out  # the paired verdict
 
 
 def test_fairness_warnings_name_the_setting_to_change():
@@ -148,7 +163,7 @@ def test_cross_validation_and_with_without_train_for_real(ray_session):
     assert summary["verdict"].iloc[0].startswith("too few repeats")
 
 
-DIGITS = Path(__file__).resolve().parents[1] / "search_spaces" / "digits_mlp.yaml"
+DIGITS = BUILTIN_DIR / "digits_mlp.yaml"
 
 
 @pytest.mark.parametrize(
@@ -173,6 +188,7 @@ def test_comparison_bad_input_is_one_line_and_exit_2(
     argv: list[str], needle: str, capsys, tmp_path: Path, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TUNE_APP_HOME")  # home = the cwd, as outside the tests
     if argv[0] == "compare" and "--space" not in argv:
         argv = [*argv, "--space", str(DIGITS)]
     argv = [*argv, "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]

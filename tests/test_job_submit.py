@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -46,7 +46,7 @@ def submit_search(
     runtime_env = {"env_vars": {"RAY_AIR_NEW_OUTPUT": "0"}}
     job_id = f"tune-app-test-{uuid.uuid4().hex[:8]}"
     entrypoint = [
-        sys.executable,  # the cluster's interpreter: this venv
+        "python",  # as a user types it: the head's PATH (cluster/local.sh) finds the venv's
         "-m",
         "tune_app",
         "run",
@@ -104,3 +104,58 @@ def test_ray_job_submit_runs_a_search(
     ray_cluster: LocalCluster, small_space: Path, tmp_path: Path
 ) -> None:
     assert submit_search(ray_cluster, small_space, tmp_path)
+
+
+def _readme_job_command() -> tuple[str, str]:
+    """The README's `cluster/local.sh up` line and its `ray job submit` command."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("## On a Ray cluster", 1)[1].split("```", 2)[1]
+    lines = section.replace("\\\n", " ").splitlines()
+    up = next(line for line in lines if line.startswith("cluster/local.sh up"))
+    submit = next(line for line in lines if " job submit " in line)
+    return up, submit
+
+
+def test_the_readmes_job_submit_command_keeps_results_in_the_durable_home(
+    ray_cluster: LocalCluster,
+) -> None:
+    """The newcomer's path: a head started by cluster/local.sh (the session's head is
+    started that way, venv not activated), the README's command verbatim except for
+    the dashboard address, results in $TUNE_APP_HOME and none in Ray's temp dir."""
+    up, submit = _readme_job_command()
+    assert up.split("#")[0].split() == ["cluster/local.sh", "up"]
+    command = submit.split("  #")[0].replace("http://127.0.0.1:8265", ray_cluster.dashboard_url)
+    command = command.replace(".venv/bin/ray", RAY)
+    assert "--working-dir ." in command and "-- python -m tune_app run" in command
+    env = ray_env()
+    env.pop("RAY_AUTH_MODE")  # the README's command sets it itself
+    proc = subprocess.run(
+        ["bash", "-c", command],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
+    logs = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
+    assert proc.returncode == 0 and "succeeded" in logs, logs[-3000:]
+
+    home = Path(os.environ["TUNE_APP_HOME"])  # the head inherited the session's
+    run_dir = Path(re.findall(r"run dir: (\S+)", logs)[-1])
+    assert run_dir.is_relative_to(home / "tune_runs"), run_dir
+    assert (run_dir / "run.json").is_file() and (run_dir / "journal.jsonl").is_file()
+    parent_id = re.findall(r"MLflow parent run ([0-9a-f]{32})", logs)[-1]
+    assert "workflowType=machine_learning" in logs
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED"
+    assert Path(parent.data.tags["tune_app.run_dir"]) == run_dir
+    assert Path(parent.info.artifact_uri.removeprefix("file://")).is_relative_to(home)
+    assert client.search_runs([parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_id}'")
+    leftovers = [
+        p
+        for p in Path(ray_cluster.temp_dir).rglob("*")
+        if "runtime_resources" in p.parts and p.name in ("mlflow.db", "mlruns", "tune_runs")
+    ]
+    assert not leftovers, leftovers

@@ -115,9 +115,10 @@ def test_credentials_in_an_http_uri_reach_the_server_as_basic_auth() -> None:
 def test_the_cli_never_prints_a_password_in_its_mlflow_hint() -> None:
     from tune_app.cli import _mlflow_hint
 
-    for uri in ("postgresql+psycopg2://user:hunter2@db/mlflow", "http://u:hunter2@host:5000"):
-        hint = _mlflow_hint(uri)
-        assert "hunter2" not in hint and "***" in hint
+    hint = _mlflow_hint("postgresql+psycopg2://user:hunter2@db/mlflow", "3")
+    assert "hunter2" not in hint and "user:***@db" in hint
+    hint = _mlflow_hint("http://u:hunter2@host:5000", "3", "ab12")
+    assert hint == "http://host:5000/#/experiments/3/runs/ab12?workflowType=machine_learning"
 
 
 def test_a_relative_sqlite_uri_is_stored_absolute(tmp_path: Path, monkeypatch) -> None:
@@ -127,6 +128,7 @@ def test_a_relative_sqlite_uri_is_stored_absolute(tmp_path: Path, monkeypatch) -
     from tune_app.tracking.store import resolve_tracking_uri
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TUNE_APP_HOME", str(tmp_path))
     assert (
         resolve_tracking_uri("sqlite:///runs/mlflow.db") == f"sqlite:///{tmp_path}/runs/mlflow.db"
     )

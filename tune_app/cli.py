@@ -13,6 +13,9 @@ from typing import Any, NoReturn
 
 import yaml
 
+# Keep these imports light: building the parser, --help, `strategies` and `spaces`
+# import no Ray, torch, MLflow or Optuna (tests/test_cli.py checks); each command
+# imports what it runs.
 from tune_app.controller import cli as controller_cli
 from tune_app.errors import ConfigError
 from tune_app.spaces import parse_yaml
@@ -67,7 +70,7 @@ def _search_args(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None
         "--opt",
         action="append",
         metavar="KEY=VALUE",
-        help="searcher option (repeatable); see `tune-app strategies`",
+        help="searcher option (repeatable); `tune-app strategies` lists each one's options",
     )
     p.add_argument(
         "--controller-checkpoint",
@@ -78,7 +81,8 @@ def _search_args(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None
         "--scheduler-opt",
         action="append",
         metavar="KEY=VALUE",
-        help="scheduler option (repeatable)",
+        help="scheduler option (repeatable; also of a scheduler given as --strategy); "
+        "`tune-app strategies` lists them",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -91,7 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run one search")
-    run.add_argument("--strategy", required=True, choices=list(REGISTRY))
+    run.add_argument(
+        "--strategy",
+        required=True,
+        choices=list(REGISTRY),
+        help="searcher, or scheduler preset (random search under it); see `tune-app strategies`",
+    )
     run.add_argument(
         "--resume",
         action="store_true",
@@ -147,11 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("run_dir", help="run directory (holds run.json and journal.jsonl)")
     syn.add_argument("--tracking-uri", help="MLflow URI (default: the run's own)")
 
-    sub.add_parser("strategies", help="list the strategies")
+    sub.add_parser("strategies", help="list the strategies and their options")
     controller_cli.add_parser(sub)
-    spaces = sub.add_parser("spaces", help="list search spaces, or validate one file")
-    spaces.add_argument("file", nargs="?", help="a space file to validate")
-    spaces.add_argument("--dir", default="search_spaces")
+    spaces = sub.add_parser(
+        "spaces", help="list the built-in search spaces (or a folder's), or validate one"
+    )
+    spaces.add_argument("file", nargs="?", help="a space file or built-in name to validate")
+    spaces.add_argument("--dir", help="list the *.yaml spaces under DIR instead of the built-in")
     return parser
 
 
@@ -184,13 +195,16 @@ def _print_table(rows: Any) -> None:
         print(rows.to_string(index=False))
 
 
-def _mlflow_hint(uri: str) -> str:
-    from tune_app.tracking.store import redact_uri
+def _mlflow_hint(uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """Where a person sees these runs: the MLflow UI page (model-training view) and,
+    for a store without a server, the command that starts one. Never a password."""
+    from tune_app.tracking.store import redact_uri, ui_url
 
-    uri = redact_uri(uri)
-    if uri.startswith("sqlite:"):
-        return f"mlflow ui --host 127.0.0.1 --backend-store-uri {uri}"
-    return f"open {uri} in a browser" if uri.startswith("http") else f"mlflow ui ({uri})"
+    url = ui_url(uri, experiment_id, run_id)
+    if uri.startswith(("http://", "https://")):
+        return url
+    start = f"{sys.executable} -m mlflow ui --host 127.0.0.1 --backend-store-uri {redact_uri(uri)}"
+    return f"{url}\n  (start the UI first: {start})"
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -205,10 +219,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"epochs spent: {result.epochs_spent}/{result.budget_epochs}; "
         f"run dir: {result.storage_path}"
     )
-    print(
-        f"MLflow parent run {result.mlflow_run_id}; view it with: "
-        f"{_mlflow_hint(result.tracking_uri)}"
-    )
+    hint = _mlflow_hint(result.tracking_uri, result.experiment_id, result.mlflow_run_id)
+    print(f"MLflow parent run {result.mlflow_run_id}: {hint}")
     return 0
 
 
@@ -246,20 +258,42 @@ def _report_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from tune_app.comparison import report
+    from tune_app.comparison.html import write_html
+    from tune_app.comparison.verdict import log_verdict, verdict
+    from tune_app.tracking.store import Reader, redact_uri
 
     kw = _report_kwargs(args)
-    study, run_id = report.from_mlflow(args.ref, args.tracking_uri, optimum=kw["optimum"])
+    # A missing or unreachable store is bad input: one line on stderr, no progress.
+    uri = Reader(args.tracking_uri, must_exist=True).uri
+    _progress(f"reading comparison {args.ref} from MLflow at {redact_uri(uri)}")
+    study, run_id = report.from_mlflow(args.ref, uri, optimum=kw["optimum"])
     out = Path(args.out)
+    _progress(f"computing tables and plotting {len(study.runs)} search run(s) into {out}")
     path = report.write_report(study, out, kw["baseline"], kw["heatmap"], kw["heatmap_epochs"])
+    page = write_html(path)
+    _progress(f"wrote report to {out}")
+    result = verdict(study, kw["baseline"])
     if args.log:
-        from tune_app.tracking.store import Tracker, resolve_tracking_uri
+        from tune_app.tracking.store import Tracker
 
-        tracker = Tracker.for_run(resolve_tracking_uri(args.tracking_uri), run_id)
-        for f in sorted(out.iterdir()):
+        files = sorted(out.iterdir())
+        _progress(f"logging its {len(files)} file(s) and the verdict to MLflow run {run_id}")
+        tracker = Tracker.for_run(uri, run_id)
+        for f in files:
             tracker.log_artifact(run_id, f, "report")
-    print(path.read_text())
-    print(f"\nreport of comparison run {run_id} written to {path}")
+        log_verdict(tracker, run_id, result, study.title)
+    print(f"Final results of comparison run {run_id} ({study.metric}, {study.mode}):")
+    _print_table(report.final_table(study, kw["baseline"]))
+    print(f"\nVerdict: {result.summary}")
+    if "tune_app.paired_verdict" in result.tags:
+        print(f"Paired {result.tags['tune_app.paired_verdict']}")
+    print(f"full report: {page} ({path.name}, plots and CSV tables beside it)")
     return 0
+
+
+def _progress(message: str) -> None:
+    """A progress line on stderr (stdout keeps only the result)."""
+    print(f"tune-app: {message}", file=sys.stderr, flush=True)
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -289,7 +323,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     print("\nHead-to-head (same task, space, seeds and epoch budget):")
     _print_table(comparison.table())
     uri = comparison.results[0].tracking_uri
-    print(f"\nMLflow comparison run {comparison.mlflow_run_id}; view it with: {_mlflow_hint(uri)}")
+    if comparison.verdict is not None:
+        print(f"\nVerdict: {comparison.verdict.summary}")
+    if comparison.report_path is not None:
+        print(f"Report: {comparison.report_path}")
+    print(f"MLflow runs: {_mlflow_hint(uri, comparison.experiment_id)}")
+    hint = _mlflow_hint(uri, comparison.experiment_id, comparison.mlflow_run_id)
+    print(f"MLflow comparison run (verdict, report): {hint.splitlines()[0]}")
     return 0
 
 
@@ -317,25 +357,50 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 
 def _cmd_strategies() -> int:
     from tune_app.strategies import REGISTRY
+    from tune_app.strategies.options import specs
 
     for info in REGISTRY.values():
         print(f"{info.name:<10} {info.kind:<9} {info.description}")
+        options = specs(info.options)
+        for o in options:
+            print(f"    {o.name:<24} {o.type:<11} {_yaml_value(o.default):<7} {o.help}")
+        if not options:
+            print("    (no options)")
+    print(
+        "\nSet a searcher's options with --opt KEY=VALUE and a scheduler's (also one "
+        "given as --strategy) with --scheduler-opt KEY=VALUE; values are YAML "
+        "(true, 0.1, null: unset)."
+    )
     return 0
+
+
+def _yaml_value(value: Any) -> str:
+    """``value`` as it is written after ``--opt KEY=`` (None: unset)."""
+    if value is None:
+        return "unset"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _cmd_spaces(args: argparse.Namespace) -> int:
     from tune_app import spaces
 
-    files = [Path(args.file)] if args.file else sorted(Path(args.dir).rglob("*.yaml"))
-    if not files:
-        return _fail(f"no *.yaml search spaces in {args.dir}")
-    for path in files:
+    if args.file:
+        entries = [(args.file, spaces.locate(args.file))]
+    elif args.dir:
+        entries = [(str(p), p) for p in sorted(Path(args.dir).rglob("*.yaml"))]
+        if not entries:
+            return _fail(f"no *.yaml search spaces in {args.dir}; pass a folder that holds some")
+    else:
+        entries = list(spaces.builtin().items())
+    for label, path in entries:
         sp = spaces.load(path)
         print(
-            f"{path}: ok — task {sp.task}, {sp.mode} {sp.metric}, max_epochs "
+            f"{label}: ok — task {sp.task}, {sp.mode} {sp.metric}, max_epochs "
             f"{sp.max_epochs}, {len(sp.params)} params ({', '.join(sp.names)}), "
             f"grid of {sp.grid_size}"
         )
+    if not args.file and not args.dir:
+        print("\nUse one with --space NAME (or pass --space FILE.yaml for your own).")
     return 0
 
 

@@ -15,7 +15,10 @@ from tune_app import strategies as registry
 from tune_app.comparison import report
 from tune_app.comparison.finalists import cross_validate, finalists
 from tune_app.comparison.finalists import with_without as with_without_tuning
+from tune_app.comparison.html import write_html
+from tune_app.comparison.verdict import Verdict, log_verdict, verdict
 from tune_app.errors import ConfigError
+from tune_app.home import local_path
 from tune_app.run.driver import SearchResult
 from tune_app.run.request import DEFAULT_SPACE, SearchPlan, SearchRequest
 from tune_app.spaces import SearchSpace
@@ -29,8 +32,10 @@ class Comparison:
 
     results: list[SearchResult] = field(default_factory=list)
     mlflow_run_id: str = ""
-    report_path: Path | None = None
+    report_path: Path | None = None  # report.html (report.md and its files beside it)
     warnings: list[str] = field(default_factory=list)
+    verdict: Verdict | None = None
+    experiment_id: str = ""
 
     def table(self) -> pd.DataFrame:
         """One row per search run."""
@@ -140,6 +145,7 @@ def compare(
         title,
         tags={
             "tune_app.kind": "comparison",
+            report.TITLE_TAG: title,
             "tune_app.strategies": ",".join(names),
             "tune_app.seeds": ",".join(map(str, seeds)),
             "tune_app.space": sp.source,
@@ -148,12 +154,14 @@ def compare(
         },
         params=params,
     )
-    comparison = Comparison(mlflow_run_id=parent, warnings=warnings)
+    comparison = Comparison(
+        mlflow_run_id=parent, warnings=warnings, experiment_id=tracker.experiment_id
+    )
     status = "FAILED"
     out_dir = (
-        Path(report_dir)
+        local_path(report_dir)
         if report_dir
-        else Path(base.storage_path or "tune_runs").resolve() / tracker.experiment / title
+        else local_path(base.storage_path or "tune_runs") / tracker.experiment / title
     )
     try:
         for row in plans:
@@ -258,11 +266,15 @@ def _report(
     extra: dict[str, pd.DataFrame],
     warnings: list[str],
 ) -> Path:
-    """Write the report and log its files to the comparison run under ``report/``."""
+    """Write the report, log its files to the comparison run under ``report/`` and
+    put the verdict on the run; return the HTML report's path."""
     study = report.from_comparison(comparison, optimum=optimum, title=title)
     study.extra.update(extra)
     study.notes.extend(warnings)
     path = report.write_report(study, out_dir, baseline, heatmap, heatmap_epochs)
+    page = write_html(path)
     for f in sorted(out_dir.iterdir()):
         tracker.safe(tracker.log_artifact, parent, f, "report")
-    return path
+    comparison.verdict = verdict(study, baseline)
+    log_verdict(tracker, parent, comparison.verdict, title)
+    return page

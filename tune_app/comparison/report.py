@@ -8,29 +8,40 @@ report can be rebuilt for runs made on a cluster. :func:`write_report` turns a
 study into ``report.md`` plus PNG plots and CSV tables:
 
 - anytime curves: best-so-far metric against epochs spent and against wall
-  time, mean over seeds with a +-1 standard-error band, one line per strategy;
+  time, mean over seeds (a +-1 standard-error band with >= 2 seeds), one line,
+  marker and line style per strategy;
 - the final table: mean and spread of the best metric, normalised regret when
   the optimum is known, mean rank, trials, epochs spent, wall time;
 - paired statistics against a baseline strategy across seeds: wins/ties/losses,
   a bootstrap CI of the mean difference and a Wilcoxon signed-rank test, with
   an explicit "too few seeds" verdict when the test cannot reach 5 %;
 - a heatmap of the metric over two hyperparameters at chosen epochs, and the
-  values each strategy chose, trial by trial.
+  values each strategy chose, trial by trial;
+- which strategies proposed the same first configurations for a seed (a shared
+  seeded random start-up).
+
+Every PNG fits MLflow's artifact preview: at most 1400 x 1200 px, text >= 9 pt.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from tune_app.errors import ConfigError
 
+if TYPE_CHECKING:
+    pass
+
+#: The comparison's own title: its run name gains the verdict when it finishes.
+TITLE_TAG = "tune_app.title"
 TABLES = ("trials", "history")  # each search run's Parquet artifacts
 
 # Wilcoxon's two-sided exact p-value cannot go below 0.05 with fewer pairs.
@@ -155,7 +166,7 @@ def from_mlflow(
         history=_concat(hist),
         trials=_concat(trials),
         optimum=optimum,
-        title=parent.info.run_name or "comparison",
+        title=parent.data.tags.get(TITLE_TAG) or parent.info.run_name or "comparison",
         notes=[w for w in warnings.split(" | ") if w],
     )
     return study, parent.info.run_id
@@ -218,8 +229,85 @@ def duplicates(study: Study) -> pd.Series:
         return pd.Series(dtype=float)
     if "trial" in trials:
         trials = trials.sort_values(["strategy", "seed", "trial"])
-    dup = trials.duplicated(subset=["strategy", "seed", *cols])
+    keys = trials[cols].map(_config_key)  # list values (layer sizes) are not hashable
+    dup = keys.assign(strategy=trials["strategy"], seed=trials["seed"]).duplicated()
     return dup.groupby([trials["strategy"], trials["seed"]]).sum()
+
+
+def _config_key(value: Any) -> str:
+    """A comparable form of one config value (floats to 12 significant digits)."""
+    if isinstance(value, float | np.floating):
+        return f"{float(value):.12g}"
+    return str(value)
+
+
+def _config_sequences(study: Study) -> dict[tuple[str, int], list[tuple[str, ...]]]:
+    """Per (strategy, seed): its trials' configs, in the order they were proposed."""
+    trials = study.trials
+    cols = sorted(c for c in trials.columns if c.startswith("config."))
+    if trials.empty or not cols:
+        return {}
+    if "trial" in trials:
+        trials = trials.sort_values(["strategy", "seed", "trial"], kind="stable")
+    keys = trials[cols].map(_config_key).apply(tuple, axis=1)
+    return {
+        (str(name), int(seed)): list(group)
+        for (name, seed), group in keys.groupby([trials["strategy"], trials["seed"]])
+    }
+
+
+def shared_starts(study: Study) -> pd.DataFrame:
+    """Per pair of strategies and seed both ran: how many first configurations they share.
+
+    ``shared`` is the length of the common prefix of the two runs' configs in
+    trial order (e.g. two strategies that start from the same seeded random draws).
+    """
+    seqs = _config_sequences(study)
+    rows = []
+    for a, b in itertools.combinations(study.strategies, 2):
+        seeds = sorted({s for n, s in seqs if n == a} & {s for n, s in seqs if n == b})
+        for seed in seeds:
+            pairs = zip(seqs[a, seed], seqs[b, seed], strict=False)
+            shared = sum(1 for _ in itertools.takewhile(lambda p: p[0] == p[1], pairs))
+            rows.append({"strategy": a, "other": b, "seed": seed, "shared": shared})
+    return pd.DataFrame(rows, columns=["strategy", "other", "seed", "shared"])
+
+
+def shared_starts_note(study: Study) -> str | None:
+    """Report text naming the strategies that share first configurations (None if none do)."""
+    table = shared_starts(study)
+    groups = table.groupby(["strategy", "other"], sort=False) if len(table) else []
+    lines = [_shared_sentence(str(a), str(b), g) for (a, b), g in groups]
+    found = [line for line in lines if line]
+    if not found:
+        return None
+    return (
+        "**Shared first configurations.** "
+        + " ".join(found)
+        + " They start from the same seeded random draws (the same random sampler or "
+        "searcher with the same seed): common random numbers, by design and not a bug. "
+        "Their curves coincide over those trials, and the paired comparison is sharper "
+        "because any difference comes from the trials after them."
+    )
+
+
+def _shared_sentence(a: str, b: str, g: pd.DataFrame) -> str | None:
+    """How many first configurations ``a`` and ``b`` share, seed by seed (rows ``g``)."""
+    hit = g[g["shared"] > 0]
+    if hit.empty:
+        return None
+    counts = hit["shared"].unique()
+    if len(hit) == len(g) and len(counts) == 1:
+        n = int(counts[0])
+        what = f"first {n} configuration{'s' if n > 1 else ''}"
+        one = f"in seed {g['seed'].iloc[0]}"
+        where = f"in each of the {len(g)} seeds" if len(g) > 1 else one
+    else:
+        what = "first configurations"
+        each = ", ".join(f"seed {s}: {n}" for s, n in hit[["seed", "shared"]].itertuples(False))
+        some = "every seed" if len(hit) == len(g) else f"{len(hit)} of {len(g)} seeds"
+        where = f"in {some} ({each})"
+    return f"`{a}` and `{b}` share their {what} {where}."
 
 
 def final_table(study: Study, baseline: str | None = None) -> pd.DataFrame:
@@ -347,164 +435,6 @@ def anytime(study: Study, x: str = "epochs_spent", points: int = 100) -> pd.Data
     return pd.DataFrame(rows)
 
 
-# ---------------------------------------------------------------- the plots
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_anytime(study: Study, path: Path, x: str = "epochs_spent") -> Path:
-    """Best-so-far vs budget (or wall time): mean over seeds +- one standard error."""
-    plt = _plt()
-    curves = anytime(study, x)
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for name in study.strategies:
-        c = curves[curves.strategy == name]
-        if c.empty:
-            continue
-        ax.step(c[x], c["mean"], where="post", label=name, linewidth=1.8)
-        ax.fill_between(c[x], c["mean"] - c["std"], c["mean"] + c["std"], step="post", alpha=0.15)
-    if study.optimum is not None:
-        ax.axhline(study.optimum, color="k", linestyle=":", linewidth=1, label="optimum")
-    seeds = study.runs["seed"].nunique()
-    ax.set_xlabel("epochs spent (budget)" if x == "epochs_spent" else "wall time (s)")
-    ax.set_ylabel(f"best {study.metric} so far")
-    ax.set_title(
-        f"{study.title}\nmean over {seeds} seed(s), band = +-1 standard error", fontsize=10
-    )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def _bins(
-    values: pd.Series, reference: pd.Series, max_bins: int = 6
-) -> tuple[pd.Series, list[str]]:
-    """Bin ``values`` into categories fixed by ``reference`` (all trials' values).
-
-    Few distinct values (value boxes, choices) are their own bins; otherwise the
-    reference range is cut into equal-width bins, on a log scale when it spans
-    more than 50x, so every panel of a heatmap shares the same axes.
-    """
-    ref = reference.dropna()
-    distinct = sorted(ref.unique(), key=lambda v: (str(type(v)), v))
-    if len(distinct) <= 8 or not pd.api.types.is_numeric_dtype(ref):
-        labels = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in distinct]
-        mapping = dict(zip(distinct, labels, strict=True))
-        return values.map(mapping), labels
-    num = ref.astype(float)
-    lo, hi = float(num.min()), float(num.max())
-    if lo > 0 and hi / lo > 50:
-        edges = np.exp(np.linspace(math.log(lo), math.log(hi), max_bins + 1))
-    else:
-        edges = np.linspace(lo, hi, max_bins + 1)
-    cut = pd.cut(values.astype(float), edges, include_lowest=True)
-    labels = [f"{iv.left:.3g}..{iv.right:.3g}" for iv in cut.cat.categories]
-    return cut.cat.rename_categories(labels).astype(str), labels
-
-
-def heatmap_frame(study: Study, x: str, y: str, epoch: int) -> pd.DataFrame:
-    """Mean metric per (x bin, y bin) over every trial that reported ``epoch``."""
-    for p in (x, y):
-        if p not in study.params:
-            raise ConfigError(
-                f"heatmap parameter {p!r} was not searched; pick two of {', '.join(study.params)}"
-            )
-    h = study.history
-    at = h[h["epoch"] == epoch][["strategy", "seed", "trial_id", study.metric]]
-    cfg = study.trials[["strategy", "seed", "trial_id", f"config.{x}", f"config.{y}"]]
-    joined = at.merge(cfg, on=["strategy", "seed", "trial_id"])
-    bx, lx = _bins(joined[f"config.{x}"], study.trials[f"config.{x}"])
-    by, ly = _bins(joined[f"config.{y}"], study.trials[f"config.{y}"])
-    if joined.empty:
-        return pd.DataFrame(index=ly, columns=lx, dtype=float)
-    grid = joined.assign(bx=bx.to_numpy(), by=by.to_numpy()).pivot_table(
-        index="by", columns="bx", values=study.metric, aggfunc="mean"
-    )
-    return grid.reindex(index=ly, columns=lx)
-
-
-def plot_heatmap(study: Study, x: str, y: str, epochs: Sequence[int], path: Path) -> Path:
-    """Heatmaps of the metric over two hyperparameters, one panel per epoch."""
-    plt = _plt()
-    epochs = list(epochs)
-    fig, axes = plt.subplots(1, len(epochs), figsize=(4.6 * len(epochs), 4.0), squeeze=False)
-    for ax, epoch in zip(axes[0], epochs, strict=True):
-        grid = heatmap_frame(study, x, y, epoch)
-        if grid.isna().all().all():
-            ax.set_title(f"epoch {epoch}: no trial reached it")
-            ax.axis("off")
-            continue
-        cmap = "viridis" if study.mode == "max" else "viridis_r"
-        im = ax.imshow(grid.to_numpy(float), cmap=cmap, aspect="auto", origin="lower")
-        ax.set_xticks(range(len(grid.columns)), grid.columns, rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(len(grid.index)), grid.index, fontsize=7)
-        norm = im.norm
-        for (i, j), v in np.ndenumerate(grid.to_numpy(float)):
-            if not math.isnan(v):
-                dark = (norm(v) < 0.5) == (study.mode == "max")  # dark end of the colormap
-                colour = "w" if dark else "k"
-                ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=6, color=colour)
-        ax.set_xlabel(x)
-        ax.set_ylabel(y)
-        ax.set_title(f"mean {study.metric} at epoch {epoch}")
-        fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def plot_chosen_values(study: Study, path: Path, seed: int | None = None) -> Path:
-    """The value of every hyperparameter each strategy chose, trial by trial (one seed)."""
-    plt = _plt()
-    params = study.params
-    if seed is None:
-        seed = int(study.runs["seed"].iloc[0])
-    names = study.strategies
-    fig, axes = plt.subplots(
-        len(params), len(names), figsize=(2.6 * len(names), 1.9 * len(params)), squeeze=False
-    )
-    trials = study.trials[study.trials.seed == seed]
-    best_col = f"best_{study.metric}"
-    for j, name in enumerate(names):
-        t = trials[trials.strategy == name].sort_values("trial")
-        for i, p in enumerate(params):
-            ax = axes[i][j]
-            vals = t[f"config.{p}"]
-            numeric = pd.api.types.is_numeric_dtype(vals)
-            colour = t.get(best_col)
-            ax.scatter(
-                t["trial"], vals if numeric else vals.astype(str), c=colour, s=14, cmap="viridis"
-            )
-            if numeric and len(vals) and (vals > 0).all() and vals.max() / vals.min() > 50:
-                ax.set_yscale("log")
-            if i == 0:
-                ax.set_title(name, fontsize=9)
-            if j == 0:
-                ax.set_ylabel(p, fontsize=8)
-            if i == len(params) - 1:
-                ax.set_xlabel("trial", fontsize=8)
-            ax.tick_params(labelsize=7)
-    fig.suptitle(f"values chosen, trial by trial (seed {seed}; colour = best {study.metric})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-# ---------------------------------------------------------------- the report
-
-
 def markdown_table(frame: pd.DataFrame) -> str:
     """A Markdown table (no extra dependency)."""
     cols = list(frame.columns)
@@ -535,6 +465,10 @@ def paired_frame(pairs: Sequence[Paired]) -> pd.DataFrame:
     )
 
 
+def _paragraph(text: str | None) -> list[str]:
+    return [text, ""] if text else []
+
+
 def write_report(
     study: Study,
     out_dir: Path,
@@ -543,6 +477,8 @@ def write_report(
     heatmap_epochs: Sequence[int] | None = None,
 ) -> Path:
     """Write ``report.md``, its PNGs and CSV tables into ``out_dir``; return the Markdown path."""
+    from tune_app.comparison.plots import plot_anytime, plot_chosen_values, plot_heatmap
+
     out_dir.mkdir(parents=True, exist_ok=True)
     table = final_table(study, baseline)
     table.to_csv(out_dir / "final_table.csv", index=False)
@@ -557,6 +493,7 @@ def write_report(
         + ".",
         "",
         *[f"> **Warning:** {n}\n" for n in study.notes],
+        *_paragraph(shared_starts_note(study)),
         "## Final results",
         "",
         markdown_table(table),

@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from tune_app.errors import ConfigError
+from tune_app.home import local_path
 from tune_app.run import live
 from tune_app.run.lock import acquire
 from tune_app.run.placement import Placement
@@ -85,7 +86,7 @@ def run(plan: SearchPlan) -> SearchResult:
     if "data_dir" in plan.fixed and not (req.address or os.environ.get("RAY_ADDRESS")):
         plan.objective.check_data(plan.fixed)  # local run: the driver sees the workers' files
     wanted = _manifest(plan)
-    root = Path(req.storage_path or "tune_runs").resolve() / plan.experiment
+    root = local_path(req.storage_path or "tune_runs") / plan.experiment
     run_dir = _resume_dir(req.resume, root, plan.run_name, wanted, req.tracking_uri)
     resuming = run_dir is not None
     with ExitStack() as held:  # the run directory's lock, released however run ends
@@ -382,8 +383,10 @@ def _finish(
     MLflow) and close the parent run."""
     state = recorder.state
     trials, history = state.trials_frame(), state.history_frame()
-    trials.to_parquet(run_dir / TABLES[0], index=False)
-    history.to_parquet(run_dir / TABLES[1], index=False)
+    for frame, name in zip((trials, history), TABLES, strict=True):
+        frame.to_parquet(run_dir / name, index=False)
+        # CSV beside Parquet: the MLflow UI previews CSV, not Parquet.
+        frame.to_csv(run_dir / Path(name).with_suffix(".csv"), index=False)
     best_config: dict[str, Any] = {}
     best_rec = None
     for rec in state.trials.values():
@@ -392,7 +395,7 @@ def _finish(
     if best_rec is not None and not math.isnan(best_rec.best):
         best_config = dict(best_rec.config)
     wall = recorder.elapsed()
-    artifacts = list(TABLES)
+    artifacts = [n for t in TABLES for n in (t, str(Path(t).with_suffix(".csv")))]
     searcher = live.lookup(manifest.parent_run_id).searcher or plan.searcher
     if isinstance(searcher, RunArtifacts):
         artifacts += searcher.write_artifacts(run_dir)

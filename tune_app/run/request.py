@@ -25,15 +25,17 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tune_app import spaces, tasks
+from tune_app import spaces
 from tune_app import strategies as registry
 from tune_app.errors import ConfigError
 from tune_app.spaces import SearchSpace
-from tune_app.tasks.base import Objective
 
-DEFAULT_SPACE = "search_spaces/digits_mlp.yaml"
+if TYPE_CHECKING:
+    from tune_app.tasks.base import Objective
+
+DEFAULT_SPACE = "digits_mlp"  # a built-in space (tune_app/search_spaces/)
 
 
 def option(
@@ -80,7 +82,9 @@ class SearchRequest:
         "random", "a registered strategy (`tune-app strategies`)", cli=False, same_search=True
     )
     space: Any = option(
-        DEFAULT_SPACE, "search-space YAML file (or a SearchSpace)", same_search=True
+        DEFAULT_SPACE,
+        "search-space YAML file, or a built-in space's name (`tune-app spaces`)",
+        same_search=True,
     )
     scheduler: str | None = option(
         None, "scheduler to combine with the searcher (e.g. asha)", same_search=True
@@ -97,22 +101,35 @@ class SearchRequest:
         0, "seeds the searcher, the data split and model initialisation", type=int,
         same_search=True,
     )  # fmt: skip
-    num_workers: int = option(1, "Ray Train workers per trial; 0 runs inside the trial", type=int)
+    num_workers: int = option(
+        1,
+        "0: train inside the Tune trial (no Ray Train worker group, so no ~14 s start-up "
+        "per trial; fine for small models); N>=1: N Ray Train workers per trial",
+        type=int,
+    )
     gpus_per_worker: float | None = option(
         None, "GPUs per worker (fractions pack trials; default: 1 if GPUs exist)", type=float
     )
-    cpus_per_worker: float = option(1.0, "CPUs per worker", type=float)
+    cpus_per_worker: float = option(
+        1.0,
+        "CPUs each Ray Train worker reserves (with --num-workers 0: the trial itself)",
+        type=float,
+    )
     max_concurrent: int | None = option(None, "cap on trials running at once", type=int)
     max_failures: int = option(1, "worker-group restarts per trial after a failure", type=int)
     address: str | None = option(
         None, "Ray address (default: $RAY_ADDRESS or embedded local)", stored=False
     )
     tracking_uri: str | None = option(
-        None, "MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)"
+        None,
+        "MLflow URI (default: $MLFLOW_TRACKING_URI, else sqlite:///HOME/mlflow.db; HOME is "
+        "$TUNE_APP_HOME, ~/tune_app in a Ray job, else the current directory)",
     )
     experiment: str | None = option(None, "MLflow experiment name (default: <task>-<space>)")
     storage_path: str | Path | None = option(
-        None, "run state directory (default: ./tune_runs)", stored=False
+        None,
+        "run state directory (default: HOME/tune_runs; relative paths are under HOME)",
+        stored=False,
     )
     data_dir: str | Path | None = option(
         None, "data directory of file-backed tasks (default: $TUNE_APP_DATA or ~/.cache/...)"
@@ -210,6 +227,8 @@ class SearchRequest:
     def plan(self) -> SearchPlan:
         """Load the space and the task, resolve and build the strategy, and check the
         budget against them: everything :mod:`tune_app.run.driver` needs, before Ray."""
+        from tune_app import tasks  # torch: imported only when a search is planned
+
         sp = self.space if isinstance(self.space, SearchSpace) else spaces.load(self.space)
         objective = tasks.resolve(self.task if self.task is not None else sp.task)
         reported = (*objective.metrics, "train_loss")

@@ -114,8 +114,13 @@ class Manifest:
 
 
 def locate(target: str | Path, tracking_uri: str | None = None) -> Path:
-    """A run directory from a path or an MLflow parent run id."""
+    """A run directory from a path (relative: the cwd, else the home) or an MLflow
+    parent run id."""
+    from tune_app.home import local_path
+
     path = Path(target)
+    if not path.is_dir() and not path.is_absolute():
+        path = local_path(path)
     if path.is_dir():
         if not (path / MANIFEST).exists():
             raise ConfigError(f"{path} is not a tune_app run directory (no {MANIFEST})")

@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import pandas as pd
 
 from tune_app.errors import TrackingError
+from tune_app.home import in_ray_temp, local_path
 
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "tune_app.trial_id"
@@ -59,17 +60,35 @@ def redact_uri(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-def resolve_tracking_uri(uri: str | None) -> str:
-    """``uri``, else ``$MLFLOW_TRACKING_URI``, else ``./mlflow.db`` (SQLite) in the cwd.
+#: Where ``mlflow ui`` serves by default.
+LOCAL_UI = "http://127.0.0.1:5000"
 
-    A relative SQLite path is made absolute here, against the current directory,
-    so that ``run.json``, ``resume`` and ``sync`` find the same store from any
-    directory. MLflow's file-system store (``file:`` or a bare directory) is refused
-    with a one-line :class:`TrackingError`: MLflow 3 no longer accepts it.
+
+def ui_url(uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI page of an experiment's runs (or of one run) in the model-training
+    view: ``uri`` itself for a tracking server, else where ``mlflow ui`` serves."""
+    base = LOCAL_UI
+    if uri.startswith(("http://", "https://")):
+        parts = urlsplit(uri)
+        host = parts.hostname or ""
+        base = urlunsplit(parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host))
+    page = f"#/experiments/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")
+    return f"{base.rstrip('/')}/{page}?workflowType=machine_learning"
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """``uri``, else ``$MLFLOW_TRACKING_URI``, else ``mlflow.db`` (SQLite) in the home.
+
+    The home is :func:`tune_app.home.home` (``$TUNE_APP_HOME``, ``~/tune_app`` in a
+    Ray job, else the current directory). A relative SQLite path is made absolute
+    here, against the home, so that ``run.json``, ``resume`` and ``sync`` find the
+    same store from any directory. MLflow's file-system store (``file:`` or a bare
+    directory) is refused with a one-line :class:`TrackingError`: MLflow 3 no longer
+    accepts it.
     """
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
     if not uri:
-        return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+        return f"sqlite:///{local_path('mlflow.db')}"
     if urlsplit(uri).scheme in ("", "file") and not uri.startswith("databricks"):
         raise TrackingError(
             f"tracking URI {redact_uri(uri)!r} is MLflow's file-system store, which MLflow 3 "
@@ -79,7 +98,7 @@ def resolve_tracking_uri(uri: str | None) -> str:
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
         path, sep, query = uri[len(prefix) :].partition("?")
         if path and path != ":memory:":
-            return f"{prefix}{Path(path).resolve()}{sep}{query}"
+            return f"{prefix}{local_path(path)}{sep}{query}"
     return uri
 
 
@@ -136,6 +155,39 @@ def _client(uri: str) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
+#: Makes the MLflow 3 UI open an experiment in its model-training view, not GenAI's.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
+def _experiment(client: Any, uri: str, name: str) -> str:
+    """The id of experiment ``name``, created if missing.
+
+    With a SQLite store, a new experiment keeps its artifacts next to the database
+    (``<db dir>/mlruns/<name>``) instead of MLflow's ``./mlruns`` in whatever the
+    current directory is (a Ray job's is temporary). Experiments are tagged so
+    that the UI shows runs, not traces.
+    """
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        location, db = None, Path()
+        if uri.startswith("sqlite:///"):
+            db = Path(uri[len("sqlite:///") :].partition("?")[0])
+        if uri.startswith("sqlite:///") and db.is_absolute():
+            location = str(db.parent / "mlruns" / re.sub(r"[^A-Za-z0-9_.=+@-]+", "_", name))
+        exp_id = str(client.create_experiment(name, artifact_location=location))
+        client.set_experiment_tag(exp_id, *EXPERIMENT_KIND)
+        return exp_id
+    if in_ray_temp(exp.artifact_location or ""):
+        warnings.warn(
+            f"experiment {name!r} keeps its artifacts in a Ray job's temporary folder "
+            f"({exp.artifact_location}); pass another --experiment so they are kept",
+            stacklevel=3,
+        )
+    if EXPERIMENT_KIND[0] not in (exp.tags or {}):
+        client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
+    return str(exp.experiment_id)
+
+
 class Tracker:
     """Thin wrapper over ``MlflowClient`` for the runs of one search."""
 
@@ -144,10 +196,7 @@ class Tracker:
         self.uri = uri
         self.client = _client(uri)
         try:
-            exp = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = (
-                exp.experiment_id if exp else self.client.create_experiment(experiment)
-            )
+            self.experiment_id = _experiment(self.client, uri, experiment)
         except Exception as exc:
             raise TrackingError(
                 f"cannot use MLflow tracking store {redact_uri(uri)}: {exc}"
@@ -217,6 +266,17 @@ class Tracker:
         elif batch:
             self.safe(self.client.log_batch, run_id, metrics=batch)
 
+    def log_summary(self, run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> None:
+        """Metrics (step 0) and tags of a run in one batch."""
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, v, now, 0) for k, v in sorted(metrics.items())],
+            tags=[RunTag(k, v) for k, v in tags.items()],
+        )
+
     def end_run(
         self, run_id: str, status: str, tags: dict[str, str] | None = None, strict: bool = False
     ) -> None:
@@ -235,11 +295,14 @@ class Tracker:
         self.safe(self.client.update_run, run_id, "RUNNING")
 
     def log_frame(self, run_id: str, frame: pd.DataFrame, name: str) -> None:
-        """Log a DataFrame as a Parquet artifact."""
+        """Log a DataFrame as a Parquet artifact ``name`` and, for the UI's preview,
+        as CSV beside it."""
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name
             frame.to_parquet(path, index=False)
-            self.safe(self.client.log_artifact, run_id, str(path))
+            frame.to_csv(path.with_suffix(".csv"), index=False)
+            for f in (path, path.with_suffix(".csv")):
+                self.safe(self.client.log_artifact, run_id, str(f))
 
 
 class Reader:
