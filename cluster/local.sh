@@ -22,19 +22,25 @@ DASHBOARD_PORT=8265
 HEAD_CPUS=1
 WORKER_CPUS=1
 TEMP_DIR=
+CLIENT_PORT=10001
 
 usage() {
     cat <<EOF
 usage: cluster/local.sh up [--workers N] [--port P] [--dashboard-port D]
                            [--head-cpus C] [--worker-cpus C] [--temp-dir DIR]
+                           [--client-port C]
        cluster/local.sh status [--port P]
-       cluster/local.sh down
+       cluster/local.sh down [--temp-dir DIR --port P]
 
   up      start a head (GCS on 127.0.0.1:P, default $PORT; dashboard and Jobs API
           on 127.0.0.1:D, default $DASHBOARD_PORT) and N worker nodes (default $WORKERS);
-          --temp-dir gives the cluster its own Ray temp dir (default Ray's /tmp/ray)
+          --temp-dir gives the cluster its own Ray temp dir (default Ray's /tmp/ray);
+          --client-port is the Ray Client server's port (default $CLIENT_PORT). With its
+          own ports and temp dir, a second cluster runs beside the first.
   status  ray status of the cluster at 127.0.0.1:P
-  down    ray stop --force (stops every Ray process of this user on this machine)
+  down    with --temp-dir: stop the processes of that cluster only (and the Ray
+          Client server of the head on --port); without: ray stop --force (every
+          Ray process of this user on this machine)
 
 The Ray CLI is \$RAY (default .venv/bin/ray). Clients need RAY_AUTH_MODE=token;
 the token is ~/.ray/auth_token (created by 'up' if missing). Submit with
@@ -67,7 +73,7 @@ esac
 
 while (($#)); do
     case $1 in
-        --workers | --port | --dashboard-port | --head-cpus | --worker-cpus)
+        --workers | --port | --dashboard-port | --head-cpus | --worker-cpus | --client-port)
             (($# >= 2)) || die "$1 needs a value"
             is_count "$2" || die "$1 needs a whole number, got '$2'"
             case $1 in
@@ -76,11 +82,12 @@ while (($#)); do
                 --dashboard-port) DASHBOARD_PORT=$2 ;;
                 --head-cpus) HEAD_CPUS=$2 ;;
                 --worker-cpus) WORKER_CPUS=$2 ;;
+                --client-port) CLIENT_PORT=$2 ;;
             esac
             shift 2
             ;;
         --temp-dir)
-            (($# >= 2)) && [[ -n $2 ]] || die "--temp-dir needs a directory"
+            if (($# < 2)) || [[ -z $2 ]]; then die "--temp-dir needs a directory"; fi
             TEMP_DIR=$2
             shift 2
             ;;
@@ -92,8 +99,34 @@ done
 ((PORT > 0 && PORT < 65536)) || die "--port must be 1-65535"
 ((DASHBOARD_PORT > 0 && DASHBOARD_PORT < 65536)) || die "--dashboard-port must be 1-65535"
 ((PORT != DASHBOARD_PORT)) || die "--port and --dashboard-port must differ"
+((CLIENT_PORT > 0 && CLIENT_PORT < 65536)) || die "--client-port must be 1-65535"
 ((WORKER_CPUS > 0)) || die "--worker-cpus must be at least 1"
 [[ -x $RAY ]] || command -v "$RAY" >/dev/null || die "Ray CLI '$RAY' not found (set RAY=...)"
+
+# With --temp-dir, only the processes of that cluster (their command lines name
+# its temp dir, or its GCS address for the Ray Client server); else `ray stop`.
+down() {
+    if [[ -z $TEMP_DIR ]]; then
+        "$RAY" stop --force
+        return
+    fi
+    local sig
+    local -a pids
+    for sig in TERM KILL; do
+        mapfile -t pids < <(cluster_pids)
+        ((${#pids[@]} == 0)) || kill -s "$sig" "${pids[@]}" 2>/dev/null || true
+        [[ $sig == KILL ]] || sleep 3
+    done
+}
+
+# Pids whose command line names the temp dir or the head's GCS address, except this
+# script's own processes (their command line names the temp dir too).
+cluster_pids() {
+    local pid
+    for pid in $(pgrep -f -- "$TEMP_DIR|=127\.0\.0\.1:$PORT( |$)"); do
+        grep -q "local\.sh" "/proc/$pid/cmdline" 2>/dev/null || echo "$pid"
+    done
+}
 
 up() {
     # Ray's processes inherit this PATH, and a job's entrypoint runs in a shell
@@ -108,7 +141,7 @@ up() {
     "$RAY" get-auth-token --generate >/dev/null
 
     # If any node fails to start, leave nothing half-started behind.
-    trap 'echo "cluster/local.sh: up failed, stopping Ray" >&2; "$RAY" stop --force >/dev/null 2>&1 || true' ERR
+    trap 'echo "cluster/local.sh: up failed, stopping Ray" >&2; down >/dev/null 2>&1 || true' ERR
 
     "$RAY" start --head \
         --node-ip-address 127.0.0.1 \
@@ -119,6 +152,8 @@ up() {
         --num-cpus "$HEAD_CPUS" \
         --num-gpus 0 \
         --resources '{"head_node": 1}' \
+        --ray-client-server-port "$CLIENT_PORT" \
+        --dashboard-agent-listen-port 0 \
         --disable-usage-stats \
         ${TEMP_DIR:+--temp-dir "$TEMP_DIR"}
 
@@ -149,5 +184,5 @@ up() {
 case $cmd in
     up) up ;;
     status) "$RAY" status --address "127.0.0.1:$PORT" ;;
-    down) "$RAY" stop --force ;;
+    down) down ;;
 esac

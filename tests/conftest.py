@@ -203,6 +203,8 @@ def ray_cluster() -> Iterator[LocalCluster]:
         "2",
         "--temp-dir",
         temp_dir,
+        "--client-port",
+        str(free_port()),
     ]
     try:
         subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=180)

@@ -97,7 +97,7 @@ def test_compare_two_strategies_two_seeds_report_and_rebuild(
     assert comparison.verdict is not None
     best = parent.data.tags["tune_app.best_strategy"]
     assert best in ("random", "asha") and best == comparison.verdict.best
-    assert parent.data.tags["mlflow.runName"].endswith(f"best: {best}")
+    assert parent.data.tags["mlflow.runName"].startswith(f"best: {best} · compare-")
     assert parent.data.tags["mlflow.note.content"].startswith("**Best: ")
     assert "vs random: asha: too few seeds" in parent.data.tags["tune_app.paired_verdict"]
     assert {"normalised_regret/random", "normalised_regret/asha"} <= set(parent.data.metrics)

@@ -448,6 +448,8 @@ def test_local_script_is_valid_bash_bound_to_loopback() -> None:
         (["up", "--workers", "two"], 2, "--workers needs a whole number"),
         (["up", "--port", "6379", "--dashboard-port", "6379"], 2, "must differ"),
         (["up", "--nodes", "2"], 2, "unknown option"),
+        (["up", "--temp-dir"], 2, "--temp-dir needs a directory"),
+        (["up", "--client-port", "0"], 2, "--client-port must be 1-65535"),
     ],
 )
 def test_local_script_rejects_bad_input_before_starting_anything(

@@ -25,6 +25,7 @@ def test_the_verdict_names_the_best_strategy_with_metrics_and_paired_verdicts() 
     assert result.best == "gp"
     assert result.tags["tune_app.best_strategy"] == "gp"
     assert result.summary.startswith("best: gp (mean rank 1.00 of 3")
+    assert "too few seeds" not in result.summary  # 6 seeds
     assert result.metrics[metric_key("normalised_regret", "random")] == pytest.approx(1.0)
     assert result.metrics["normalised_regret/gp"] == pytest.approx(1.0 / 3.0833, rel=1e-3)
     assert "mean_rank/optuna_asha" in result.metrics  # '+' is not allowed in a metric name

@@ -3,7 +3,7 @@
 The comparison run gets per-strategy metrics (mean best metric, mean rank, and
 normalised regret when the optimum is known), tags with the best strategy and the
 paired verdicts, a Markdown description (MLflow's ``mlflow.note.content``, shown at
-the top of the run page), and a run name that ends with the best strategy, so the
+the top of the run page), and a run name that starts with the best strategy, so the
 runs list shows the answer without choosing any column.
 """
 
@@ -81,6 +81,8 @@ def verdict(study: Study, baseline: str = "random") -> Verdict:
         f"best: {best} (mean rank {top['mean rank']:.2f} of {len(table)}, "
         f"mean best {study.metric} {top[best_col]:.4g}, {seeds} seed(s))"
     )
+    if seeds < report.MIN_PAIRS:
+        summary += f"; too few seeds for a paired verdict (need >= {report.MIN_PAIRS})"
     paired = _paired_line(pairs)
     tags = {"tune_app.best_strategy": best, "tune_app.verdict": summary}
     if paired:
@@ -116,6 +118,7 @@ def log_verdict(tracker: Any, run_id: str, result: Verdict, run_name: str) -> No
     tags = {
         **result.tags,
         NOTE_TAG: result.description,
-        RUN_NAME_TAG: f"{run_name} · best: {result.best}",
+        # The verdict first: the runs list shows only the start of a long name.
+        RUN_NAME_TAG: f"best: {result.best} · {run_name}",
     }
     tracker.safe(tracker.log_summary, run_id, result.metrics, tags)
