@@ -156,3 +156,25 @@ def test_project_strategy_proposes_what_optuna_used_directly_would(strategy: str
         }
         study.tell(trial, bench.evaluate(config, 1))
     assert trace.configs == [t.params for t in study.trials]
+
+
+def test_the_gpu_check_runs_or_skips_cleanly() -> None:
+    """benchmarks/gpu_check.py as `make test`'s smoke test: on a machine without a
+    GPU one line and exit 0; with one, the quick check's table."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1].startswith("gpu_check: skipped, no GPU on this machine (") or any(
+        line.startswith("| cifar10_mlp: throughput") for line in lines
+    ), proc.stdout

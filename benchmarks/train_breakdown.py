@@ -1,0 +1,172 @@
+"""Where a Ray Train trial's fixed cost goes, side by side with an in-trial run.
+
+    .venv/bin/python benchmarks/train_breakdown.py --repeats 3
+
+One local Ray (2 CPUs, dashboard on for the State API). Alternating, ``--repeats``
+times each:
+
+* ``ray-train``: a ``TorchTrainer`` with one CPU worker whose loop reports
+  ``--reports`` times (with a checkpoint each time, as tune_app's loop does, or
+  without) and does nothing else. Each Ray actor it starts is timed from the State
+  API (``list_workers``: when the process was launched, when it was ready) and
+  the loop writes when it was entered; so the fixed cost splits into phases;
+* ``in-trial``: the same loop as a Tune function trial (what ``--num-workers 0``
+  runs): the cost of a trial without Ray Train.
+
+It prints the mean seconds per phase and the ratio of the two totals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+import tune_app  # noqa: F401  (before Ray: loopback only, token auth)
+
+
+def loop(config: dict[str, Any]) -> None:
+    """The measured loop: note when it was entered, then report (maybe checkpoint)."""
+    entered = time.time()
+    import ray.train
+
+    for i in range(config["reports"]):
+        ckpt = None
+        if config["checkpoint"]:
+            folder = Path(tempfile.mkdtemp())
+            (folder / "state.json").write_text(json.dumps({"epoch": i}))
+            ckpt = ray.train.Checkpoint.from_directory(str(folder))
+        ray.train.report({"epoch": i}, checkpoint=ckpt)
+    Path(config["out"]).write_text(json.dumps({"entered": entered, "left": time.time()}))
+
+
+def tune_loop(config: dict[str, Any]) -> None:
+    """The same loop as a Tune function trial."""
+    entered = time.time()
+    from ray import tune
+
+    for i in range(config["reports"]):
+        ckpt = None
+        if config["checkpoint"]:
+            folder = Path(tempfile.mkdtemp())
+            (folder / "state.json").write_text(json.dumps({"epoch": i}))
+            ckpt = tune.Checkpoint.from_directory(str(folder))
+        tune.report({"epoch": i}, checkpoint=ckpt)
+    Path(config["out"]).write_text(json.dumps({"entered": entered, "left": time.time()}))
+
+
+def _actor_processes(since: float) -> dict[str, tuple[float, float]]:
+    """Per actor class started after ``since``: (process launched, process ready)."""
+    from ray.util.state import list_actors, list_workers
+
+    names = {a.get("pid"): a.get("class_name") for a in list_actors(detail=True, limit=10000)}
+    out: dict[str, tuple[float, float]] = {}
+    for w in list_workers(detail=True, limit=10000):
+        launched = (w.get("worker_launch_time_ms") or 0) / 1000
+        if since <= launched < since + 600 and names.get(w.get("pid")):
+            ready = (w.get("start_time_ms") or 0) / 1000
+            out[str(names[w.get("pid")])] = (launched - since, ready - since)
+    return out
+
+
+def ray_train(tmp: Path, i: int, reports: int, checkpoint: bool) -> dict[str, float]:
+    """One TorchTrainer run; its phases in seconds."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    out = tmp / f"rt{i}.json"
+    cfg = {"reports": reports, "checkpoint": checkpoint, "out": str(out)}
+    start = time.time()
+    TorchTrainer(
+        loop,
+        train_loop_config=cfg,
+        scaling_config=ScalingConfig(num_workers=1, use_gpu=False),
+        run_config=RunConfig(storage_path=str(tmp / "st"), name=f"rt{i}"),
+    ).fit()
+    end = time.time()
+    times = json.loads(out.read_text())
+    time.sleep(1.0)  # the State API lags
+    actors = _actor_processes(start)
+    controller = actors.get("TrainController", (0.0, 0.0))
+    worker = actors.get("RayTrainWorker", (0.0, 0.0))
+    group = [v for k, v in actors.items() if k not in ("TrainController", "DatasetManager")]
+    first_group = min((v[0] for v in group), default=controller[1])
+    return {
+        "controller process start": controller[1] - controller[0],
+        "controller set-up (imports, placement group)": first_group - controller[1],
+        "worker-group actors start (processes)": worker[1] - first_group,
+        "worker set-up to the loop (process group, dataset manager)": times["entered"]
+        - start
+        - worker[1],
+        "the loop (reports)": times["left"] - times["entered"],
+        "teardown": end - times["left"],
+        "total": end - start,
+    }
+
+
+def in_trial(tmp: Path, i: int, reports: int, checkpoint: bool) -> dict[str, float]:
+    """One Tune function trial running the same loop; its phases in seconds."""
+    from ray import tune
+
+    out = tmp / f"it{i}.json"
+    cfg = {"reports": reports, "checkpoint": checkpoint, "out": str(out)}
+    start = time.time()
+    tune.Tuner(
+        tune_loop,
+        param_space=cfg,
+        run_config=tune.RunConfig(storage_path=str(tmp / "st"), name=f"it{i}", verbose=0),
+    ).fit()
+    end = time.time()
+    times = json.loads(out.read_text())
+    return {
+        "trial start (actor, to the loop)": times["entered"] - start,
+        "the loop (reports)": times["left"] - times["entered"],
+        "teardown": end - times["left"],
+        "total": end - start,
+    }
+
+
+def main() -> None:
+    """Run both modes alternating; print mean seconds per phase."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--reports", type=int, default=3, help="reports per run (epochs)")
+    ap.add_argument("--no-checkpoint", action="store_true", help="report without checkpoints")
+    args = ap.parse_args()
+
+    import ray
+
+    from tune_app.run.placement import ensure_ray
+
+    ensure_ray(num_cpus=2)  # as tune_app starts Ray: loopback, token auth, dashboard on
+    tmp = Path(tempfile.mkdtemp(prefix="breakdown-"))
+    phases: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for i in range(args.repeats):
+        modes = [("ray-train", ray_train), ("in-trial", in_trial)]
+        for label, run in modes if i % 2 == 0 else modes[::-1]:
+            for phase, seconds in run(tmp, i, args.reports, not args.no_checkpoint).items():
+                phases[label][phase].append(seconds)
+    ray.shutdown()
+    ckpt = "no checkpoints" if args.no_checkpoint else "a checkpoint per report"
+    print(f"\n{args.repeats} repeat(s), alternating; {args.reports} reports, {ckpt}; 2 CPUs")
+    for label, rows in phases.items():
+        print(f"\n{label:<62}{'mean s':>8}{'sd':>7}")
+        for phase, values in rows.items():
+            sd = statistics.stdev(values) if len(values) > 1 else 0.0
+            print(f"  {phase:<60}{statistics.mean(values):>8.2f}{sd:>7.2f}")
+    ratio = statistics.mean(phases["ray-train"]["total"]) / statistics.mean(
+        phases["in-trial"]["total"]
+    )
+    print(f"\nray-train total / in-trial total: {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
