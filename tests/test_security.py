@@ -142,3 +142,68 @@ def test_a_relative_sqlite_uri_is_stored_absolute(tmp_path: Path, monkeypatch) -
     for uri in ("file:///tmp/mlruns", "./mlruns"):
         with pytest.raises(TrackingError, match="file-system store"):
             resolve_tracking_uri(uri)
+
+
+def _listening_sockets() -> list[str]:
+    """This process's listening TCP sockets as ``tcp:ADDR:PORT`` (hex, /proc format)."""
+    import os
+
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            link = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[len("socket:[") : -1])
+    found = []
+    for proto in ("tcp", "tcp6"):
+        for line in Path(f"/proc/self/net/{proto}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                found.append(f"{proto}:{fields[1]}")
+    return found
+
+
+def _worker_listeners(config: dict) -> None:
+    import json
+
+    import torch
+    import torch.distributed as dist
+
+    total = torch.ones(1)
+    dist.all_reduce(total)  # the process group works across the workers
+    out = Path(config["out"]) / f"rank{dist.get_rank()}.json"
+    out.write_text(json.dumps({"sum": total.item(), "listening": _listening_sockets()}))
+
+
+# 127.0.0.1 as /proc writes it, in IPv4 and in IPv4-mapped IPv6.
+_LOOPBACK = ("tcp:0100007F:", "tcp6:0000000000000000FFFF00000100007F:", "tcp6:" + "0" * 31 + "1:")
+
+
+@pytest.mark.slow
+def test_ray_train_workers_listen_on_loopback_only(ray_cluster, tmp_path: Path) -> None:
+    """A two-worker Ray Train group as tune_app starts it: every listening socket of
+    every worker is on 127.0.0.1 (Ray's own TorchConfig leaves torch's rendezvous
+    store on every interface, `::`)."""
+    import json
+
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    import tune_app.tasks.loop as loop
+    from tune_app.tasks.bound_store import BoundTorchConfig
+
+    assert "torch_config=BoundTorchConfig()" in Path(loop.__file__).read_text()
+    TorchTrainer(
+        _worker_listeners,
+        train_loop_config={"out": str(tmp_path)},
+        torch_config=BoundTorchConfig(),
+        scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+        run_config=RunConfig(storage_path=str(tmp_path / "st"), name="listen"),
+    ).fit()
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["sum"] for r in ranks] == [2.0, 2.0]
+    for r in ranks:
+        assert r["listening"], r
+        assert all(s.startswith(_LOOPBACK) for s in r["listening"]), r["listening"]

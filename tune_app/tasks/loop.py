@@ -140,8 +140,12 @@ def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
     resources = {"CPU": spec.cpus_per_worker}
     if use_gpu:
         resources["GPU"] = spec.gpus_per_worker
+    from tune_app.tasks.bound_store import BoundTorchConfig
+
     trainer = TorchTrainer(
         train_loop_per_worker,
+        # The process group's rendezvous store on the node's address, not on *.
+        torch_config=BoundTorchConfig(),
         train_loop_config={"hparams": config, "spec": spec, "trial_id": trial_id},
         scaling_config=ScalingConfig(
             num_workers=spec.num_workers, use_gpu=use_gpu, resources_per_worker=resources
