@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tune_app.comparison import plots, report
+from tune_app.comparison import plots, report, writer
 from tune_app.errors import ConfigError
 
 
@@ -140,7 +140,7 @@ def test_heatmap_cells_are_means_of_the_trials_in_them():
 
 def test_write_report_produces_markdown_and_plots(tmp_path: Path):
     study = _study({"random": [4.0, 2.0, 6.0], "good": [1.0, 1.0, 1.0]})
-    path = report.write_report(study, tmp_path)
+    path = writer.write_report(study, tmp_path)
     text = path.read_text()
     assert "| good |" in text and "too few seeds" in text
     for png in ("anytime_epochs.png", "anytime_wall.png", "chosen_values.png", "heatmap.png"):
@@ -312,13 +312,13 @@ def test_shared_first_configurations_are_explained_only_when_they_occur(tmp_path
     shared = report.shared_starts(study).set_index(["strategy", "other", "seed"])["shared"]
     assert shared[("random", "optuna", 0)] == 2 and shared[("random", "optuna", 1)] == 3
     assert shared[("random", "grid", 0)] == 0
-    head = report.write_report(study, tmp_path / "a").read_text().split("## Final")[0]
+    head = writer.write_report(study, tmp_path / "a").read_text().split("## Final")[0]
     sentence = "`random` and `optuna` share their first configurations in every seed"
     assert f"{sentence} (seed 0: 2, seed 1: 3)" in head
     assert "common random numbers" in head and "`grid`" not in head
     trials.loc[trials.strategy == "optuna", "config.x"] += 0.25
     assert report.shared_starts_note(study) is None
-    text = report.write_report(study, tmp_path / "b").read_text()
+    text = writer.write_report(study, tmp_path / "b").read_text()
     assert "Shared first configurations" not in text
 
 

@@ -8,8 +8,8 @@ import pytest
 
 from tests.test_report import _study
 from tune_app.comparison.html import write_html
-from tune_app.comparison.report import write_report
 from tune_app.comparison.verdict import metric_key, verdict
+from tune_app.comparison.writer import write_report
 
 
 def test_the_verdict_names_the_best_strategy_with_metrics_and_paired_verdicts() -> None:

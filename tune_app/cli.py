@@ -260,6 +260,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from tune_app.comparison import report
     from tune_app.comparison.html import write_html
     from tune_app.comparison.verdict import log_verdict, verdict
+    from tune_app.comparison.writer import write_report
     from tune_app.tracking.store import Reader, redact_uri
 
     kw = _report_kwargs(args)
@@ -269,7 +270,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     study, run_id = report.from_mlflow(args.ref, uri, optimum=kw["optimum"])
     out = Path(args.out)
     _progress(f"computing tables and plotting {len(study.runs)} search run(s) into {out}")
-    path = report.write_report(study, out, kw["baseline"], kw["heatmap"], kw["heatmap_epochs"])
+    path = write_report(study, out, kw["baseline"], kw["heatmap"], kw["heatmap_epochs"])
     page = write_html(path)
     _progress(f"wrote report to {out}")
     result = verdict(study, kw["baseline"])

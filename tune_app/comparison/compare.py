@@ -17,6 +17,7 @@ from tune_app.comparison.finalists import cross_validate, finalists
 from tune_app.comparison.finalists import with_without as with_without_tuning
 from tune_app.comparison.html import write_html
 from tune_app.comparison.verdict import Verdict, log_verdict, verdict
+from tune_app.comparison.writer import write_report
 from tune_app.errors import ConfigError
 from tune_app.home import local_path
 from tune_app.run.driver import SearchResult
@@ -271,7 +272,7 @@ def _report(
     study = report.from_comparison(comparison, optimum=optimum, title=title)
     study.extra.update(extra)
     study.notes.extend(warnings)
-    path = report.write_report(study, out_dir, baseline, heatmap, heatmap_epochs)
+    path = write_report(study, out_dir, baseline, heatmap, heatmap_epochs)
     page = write_html(path)
     for f in sorted(out_dir.iterdir()):
         tracker.safe(tracker.log_artifact, parent, f, "report")
