@@ -99,7 +99,7 @@ def test_compare_two_strategies_two_seeds_report_and_rebuild(
     assert best in ("random", "asha") and best == comparison.verdict.best
     assert parent.data.tags["mlflow.runName"].startswith(f"best: {best} · compare-")
     assert parent.data.tags["mlflow.note.content"].startswith("**Best: ")
-    assert "vs random: asha: too few seeds" in parent.data.tags["tune_app.paired_verdict"]
+    assert "vs random: every strategy: too few seeds" in parent.data.tags["tune_app.paired_verdict"]
     assert {"normalised_regret/random", "normalised_regret/asha"} <= set(parent.data.metrics)
     assert parent.data.metrics["normalised_regret/random"] == pytest.approx(1.0)
     assert sum(parent.data.metrics["mean_rank/" + n] for n in ("random", "asha")) == 3

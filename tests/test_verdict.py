@@ -49,3 +49,11 @@ def test_the_html_report_inlines_its_images(tmp_path: Path) -> None:
     assert pngs and page.count("data:image/png;base64,") == len(pngs)
     assert "<table>" in page and "<h1>" in page
     assert not any(f'src="{name}"' in page for name in pngs)
+
+
+def test_too_few_seeds_is_said_once() -> None:
+    result = verdict(_study({"random": [3.0], "gp": [1.0], "asha": [2.0]}), "random")
+    assert result.tags["tune_app.paired_verdict"] == (
+        "vs random: every strategy: too few seeds to conclude (1 pairs; need >= 6)"
+    )
+    assert result.summary.endswith("too few seeds for a paired verdict (need >= 6)")

@@ -47,7 +47,10 @@ def _ordered(study: Study, table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _paired_line(pairs: list[report.Paired]) -> str:
-    """One line: each strategy's paired verdict against the baseline."""
+    """One line: each strategy's paired verdict against the baseline (said once when
+    too few seeds leave every strategy without one)."""
+    if pairs and all(p.verdict.startswith("too few seeds") for p in pairs):
+        return f"every strategy: {pairs[0].verdict}"
     parts = []
     for p in pairs:
         where = f"{p.wins}-{p.ties}-{p.losses} over {p.pairs} seeds"
