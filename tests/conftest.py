@@ -28,11 +28,6 @@ os.environ["RAY_AUTH_MODE"] = "token"
 os.environ.pop("RAY_ADDRESS", None)
 
 REPO = Path(__file__).resolve().parents[1]
-# Nothing a test writes lands in the checkout or in the user's own MLflow store:
-# every default location (tune_app.home) is this session's temp dir, which the
-# Ray head started below inherits too.
-SESSION_HOME = tempfile.mkdtemp(prefix="tune_app_home-")
-os.environ["TUNE_APP_HOME"] = SESSION_HOME
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 DIGITS = REPO / "tune_app" / "search_spaces" / "digits_mlp.yaml"
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -64,6 +59,15 @@ def _checkout_files() -> dict[str, float]:
 
 
 _BEFORE: dict[str, float] = {}
+_HOME: list[str] = []  # this session's TUNE_APP_HOME
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Nothing a test writes lands in the checkout or in the user's own MLflow store:
+    every default location (tune_app.home) is this session's temp dir, which the
+    session's Ray head inherits too."""
+    _HOME.append(tempfile.mkdtemp(prefix="tune_app_home-"))
+    os.environ["TUNE_APP_HOME"] = _HOME[-1]
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -72,7 +76,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the session if a test wrote into the checkout; drop the session home."""
-    shutil.rmtree(SESSION_HOME, ignore_errors=True)
+    for home in _HOME:
+        shutil.rmtree(home, ignore_errors=True)
     if not (REPO / ".git").exists():
         return
     after = _checkout_files()
