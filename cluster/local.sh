@@ -135,6 +135,10 @@ up() {
     local bin
     bin=$(cd "$(dirname "$(command -v "$RAY")")" && pwd)
     export PATH="$bin:$PATH"
+    # Every process of this cluster (and every job) finds it by this address, not
+    # by guessing: with a second Ray on the machine, Ray's auto-discovery (used by
+    # Ray Train's placement-group cleaner) fails with "multiple active Ray instances".
+    export RAY_ADDRESS="127.0.0.1:$PORT"
 
     # `ray start` does not create a token; `ray get-auth-token --generate` writes
     # ~/.ray/auth_token once (it prints the token, which stays off the terminal).
