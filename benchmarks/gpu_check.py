@@ -161,26 +161,15 @@ def search(label: str, path: Path, epochs: int, configs: int, gpus: float, data:
 def bare(task: str, path: Path, epochs: int, data: Path, gpus: float) -> float:
     """Seconds to train the same config in plain PyTorch on the GPU, in this process."""
     from tune_app import spaces, tasks
+    from tune_app.comparison.finalists import Collector
     from tune_app.tasks.loop import TrialSpec, train
-
-    class Null:
-        rank, world_size = 0, 1
-
-        def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-            pass
-
-        def checkpoint_dir(self) -> None:
-            return None
-
-        def broadcast(self, value: Any) -> Any:
-            return value
 
     sp = spaces.load(path)
     fixed = tasks.with_data_dir(sp.fixed, str(data), True)
     objective = tasks.resolve(task)
     spec = TrialSpec(objective, 0, epochs, fixed, num_workers=0, gpus_per_worker=gpus)
     start = time.perf_counter()
-    train({"lr": sp.params[0].values[0]}, spec, "bare", Null())
+    train({"lr": sp.params[0].values[0]}, spec, "bare", Collector())
     return time.perf_counter() - start
 
 

@@ -33,43 +33,44 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 import tune_app  # noqa: F401  (before Ray: loopback only, token auth)
 
 
-def loop(config: dict[str, Any]) -> None:
-    """The measured loop: note when it was entered, then report (maybe checkpoint)."""
+def _reports(config: dict[str, Any], report: Any, checkpoint: Any) -> None:
+    """Report ``config["reports"]`` times (with a checkpoint each, if asked); write when
+    the loop was entered and left."""
     entered = time.time()
-    import ray.train
-
     for i in range(config["reports"]):
         ckpt = None
         if config["checkpoint"]:
             folder = Path(tempfile.mkdtemp())
             (folder / "state.json").write_text(json.dumps({"epoch": i}))
-            ckpt = ray.train.Checkpoint.from_directory(str(folder))
-        ray.train.report({"epoch": i}, checkpoint=ckpt)
+            ckpt = checkpoint.from_directory(str(folder))
+        report({"epoch": i}, checkpoint=ckpt)
     Path(config["out"]).write_text(json.dumps({"entered": entered, "left": time.time()}))
+
+
+def loop(config: dict[str, Any]) -> None:
+    """The measured loop on a Ray Train worker."""
+    import ray.train
+
+    _reports(config, ray.train.report, ray.train.Checkpoint)
 
 
 def tune_loop(config: dict[str, Any]) -> None:
     """The same loop as a Tune function trial."""
-    entered = time.time()
     from ray import tune
 
-    for i in range(config["reports"]):
-        ckpt = None
-        if config["checkpoint"]:
-            folder = Path(tempfile.mkdtemp())
-            (folder / "state.json").write_text(json.dumps({"epoch": i}))
-            ckpt = tune.Checkpoint.from_directory(str(folder))
-        tune.report({"epoch": i}, checkpoint=ckpt)
-    Path(config["out"]).write_text(json.dumps({"entered": entered, "left": time.time()}))
+    _reports(config, tune.report, tune.Checkpoint)
 
 
 def _actor_processes(since: float) -> dict[str, tuple[float, float]]:
     """Per actor class started after ``since``: (process launched, process ready)."""
+    import ray
     from ray.util.state import list_actors, list_workers
 
-    names = {a.get("pid"): a.get("class_name") for a in list_actors(detail=True, limit=10000)}
+    this = ray.get_runtime_context().gcs_address  # not a guess: other Rays may run here
+    actors = list_actors(address=this, detail=True, limit=10000)
+    names = {a.get("pid"): a.get("class_name") for a in actors}
     out: dict[str, tuple[float, float]] = {}
-    for w in list_workers(detail=True, limit=10000):
+    for w in list_workers(address=this, detail=True, limit=10000):
         launched = (w.get("worker_launch_time_ms") or 0) / 1000
         if since <= launched < since + 600 and names.get(w.get("pid")):
             ready = (w.get("start_time_ms") or 0) / 1000

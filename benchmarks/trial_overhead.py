@@ -22,22 +22,10 @@ from typing import Any
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 from tune_app import run_search
+from tune_app.comparison.finalists import Collector
 from tune_app.run.placement import ensure_ray
 from tune_app.tasks.digits_mlp import DigitsMLP
 from tune_app.tasks.loop import TrialSpec, train
-
-
-class _Null:
-    rank, world_size = 0, 1
-
-    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        pass
-
-    def checkpoint_dir(self) -> None:
-        return None
-
-    def broadcast(self, value: Any) -> Any:
-        return value
 
 
 def main() -> None:
@@ -95,7 +83,7 @@ def main() -> None:
     spec = TrialSpec(task=DigitsMLP(), seed=0, max_epochs=args.epochs, num_workers=0)
     start = time.perf_counter()
     for cfg in configs:
-        train(cfg, spec, "bare", _Null())
+        train(cfg, spec, "bare", Collector())
     bare = (time.perf_counter() - start) / args.cpus  # ideal: trials spread over CPUs
     print(
         f"\n{args.trials} trials x {args.epochs} epochs, {args.cpus} CPUs, "
