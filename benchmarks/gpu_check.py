@@ -1,6 +1,6 @@
 """GPU check: trials on a real GPU over Ray Train workers, side by side with bare PyTorch.
 
-    .venv/bin/python benchmarks/gpu_check.py            # under 8 minutes on one GPU
+    .venv/bin/python benchmarks/gpu_check.py            # sized for < 8 min on a GPU (unmeasured)
     .venv/bin/python benchmarks/gpu_check.py --quick    # the smoke test `make test` runs
 
 Without a GPU it prints one line saying so and exits 0. With one it checks, in order:
