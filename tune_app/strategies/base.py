@@ -42,6 +42,9 @@ class StrategyPlugin:
             from the budget (e.g. dqn's horizon); the user's options win.
         warmup_option: the option that counts random start-up trials before the
             model is used (``compare`` warns when they fill the whole budget).
+        searcher: schedulers registered with ``own_searcher``:
+            ``searcher(space, metric, mode, seed, options)`` builds the searcher
+            that runs under them (the strategy's ``--opt`` options).
     """
 
     build: Callable[[SearchSpace, str, str, int, Mapping[str, Any] | None], Any]
@@ -49,6 +52,7 @@ class StrategyPlugin:
     min_epochs: Callable[[SearchSpace, Mapping[str, Any] | None], int] | None = None
     budget_defaults: Callable[[SearchSpace, int], dict[str, Any]] | None = None
     warmup_option: str | None = None
+    searcher: Callable[[SearchSpace, str, str, int, Mapping[str, Any] | None], Any] | None = None
 
     def parse(self, name: str, options: Mapping[str, Any] | None) -> Any:
         """The validated options object (a :class:`ConfigError` names the problem)."""
@@ -134,6 +138,19 @@ class GuardedSearcher(Searcher):
             self.searcher.on_trial_complete(trial_id, result=None, error=True)
         else:
             self.searcher.on_trial_complete(trial_id, result=result, error=False)
+
+    def on_pause(self, trial_id: str) -> None:
+        """Forward a scheduler's pause to a searcher that counts its running trials
+        (``HyperBandForBOHB`` calls this on Tune's searcher)."""
+        hook = getattr(self.searcher, "on_pause", None)
+        if hook is not None:
+            hook(trial_id)
+
+    def on_unpause(self, trial_id: str) -> None:
+        """Forward a scheduler's unpause (see :meth:`on_pause`)."""
+        hook = getattr(self.searcher, "on_unpause", None)
+        if hook is not None:
+            hook(trial_id)
 
     def save(self, checkpoint_path: str) -> None:
         """Save the wrapped searcher's state."""
