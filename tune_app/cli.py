@@ -379,7 +379,9 @@ def _yaml_value(value: Any) -> str:
     """``value`` as it is written after ``--opt KEY=`` (None: unset)."""
     if value is None:
         return "unset"
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _cmd_spaces(args: argparse.Namespace) -> int:

@@ -298,9 +298,11 @@ def _tuner(
     from ray import tune
 
     from tune_app.run.budget import DecisionTap
+    from tune_app.strategies import plugin
     from tune_app.tasks.loop import TrialSpec, run_trial
 
     req = plan.request
+    scheduler_name = plan.strategy.scheduler
     spec = TrialSpec(
         task=plan.objective,
         seed=req.seed,
@@ -312,6 +314,7 @@ def _tuner(
         storage_path=str(run_dir / "train"),
         max_failures=req.max_failures,
         ledger=ledger,
+        checkpoints_to_tune=bool(scheduler_name and plugin(scheduler_name).copies_trials),
     )
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, spec=spec), placement.trial_resources

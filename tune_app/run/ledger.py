@@ -6,8 +6,9 @@ starts in well under a second, and the first trial waits for it.
 
 from __future__ import annotations
 
-# Ray Tune's scheduler decisions (TrialScheduler.CONTINUE, .PAUSE, .STOP).
-CONTINUE, PAUSE, STOP = "CONTINUE", "PAUSE", "STOP"
+# Ray Tune's scheduler decisions (TrialScheduler.CONTINUE, .PAUSE, .STOP, .NOOP:
+# the scheduler already acted on the trial itself, e.g. PBT paused it to exploit).
+CONTINUE, PAUSE, STOP, NOOP = "CONTINUE", "PAUSE", "STOP", "NOOP"
 GRANTED, REFUSED, WAIT = "granted", "refused", "wait"
 
 
@@ -69,7 +70,7 @@ class EpochLedger:
             return REFUSED
         if self.lockstep and epoch > 1:
             seen, decision = self.decisions.get(trial_id, (0, CONTINUE))
-            if seen < epoch - 1 or decision == PAUSE:
+            if seen < epoch - 1 or decision in (PAUSE, NOOP):
                 return WAIT
             if decision == STOP:
                 return REFUSED

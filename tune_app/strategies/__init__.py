@@ -4,7 +4,9 @@
 ``strategies`` listing, validation and the contract tests all read it. A
 *searcher* proposes configurations; a *scheduler* stops or pauses trials early.
 They compose: ``build("optuna", scheduler="asha")``. Naming a scheduler as the
-strategy is a preset for random search under that scheduler.
+strategy is a preset for random search under that scheduler, except for the
+schedulers that bring their own searcher (``bohb``: its KDE model; ``pbt``: its
+first generation), which compose with no other searcher.
 
 Modules are imported lazily by name (as Ray Tune's own registry does), so the
 registry, the CLI's parser and the ``strategies`` listing (with every option)
@@ -48,6 +50,9 @@ class StrategyInfo:
     module: str
     description: str
     options: type
+    # A scheduler that brings its own searcher (its plugin's ``searcher`` hook, e.g.
+    # BOHB's model, PBT's first generation) and composes with no other searcher.
+    own_searcher: bool = False
 
 
 REGISTRY: dict[str, StrategyInfo] = {
@@ -116,6 +121,36 @@ REGISTRY: dict[str, StrategyInfo] = {
             "random search under asynchronous successive halving (ASHA)",
             opts.AshaOptions,
         ),
+        StrategyInfo(
+            "evolution",
+            "searcher",
+            "tune_app.strategies.evolution",
+            "regularized evolution: tournaments, one-box mutations, the oldest dies",
+            opts.EvolutionOptions,
+        ),
+        StrategyInfo(
+            "lce",
+            "scheduler",
+            "tune_app.strategies.lce",
+            "random search; learning-curve extrapolation stops trials unlikely to win",
+            opts.LCEOptions,
+        ),
+        StrategyInfo(
+            "bohb",
+            "scheduler",
+            "tune_app.strategies.bohb",
+            "BOHB: hpbandster's KDE model proposes inside Hyperband's brackets",
+            opts.BOHBOptions,
+            own_searcher=True,
+        ),
+        StrategyInfo(
+            "pbt",
+            "scheduler",
+            "tune_app.strategies.pbt",
+            "population-based training: the worst copy the best's weights, perturbed",
+            opts.PBTOptions,
+            own_searcher=True,
+        ),
     )
 }
 DEFAULT_SEARCHER = "random"
@@ -138,7 +173,7 @@ class Strategy:
         """A short display name, e.g. ``optuna+asha`` or ``asha``."""
         if self.scheduler is None:
             return self.searcher
-        if self.searcher == DEFAULT_SEARCHER:
+        if self.searcher in (DEFAULT_SEARCHER, self.scheduler):
             return self.scheduler
         return f"{self.searcher}+{self.scheduler}"
 
@@ -163,7 +198,13 @@ def resolve(strategy: str, scheduler: str | None = None) -> Strategy:
                 f"strategy {strategy!r} is already a scheduler preset; to combine, pass a "
                 f"searcher as the strategy (e.g. --strategy optuna --scheduler {scheduler})"
             )
-        return Strategy(DEFAULT_SEARCHER, strategy)
+        return Strategy(strategy if info.own_searcher else DEFAULT_SEARCHER, strategy)
+    if scheduler is not None and REGISTRY[scheduler].own_searcher:
+        raise ConfigError(
+            f"scheduler {scheduler!r} brings its own searcher and combines with no other; "
+            f"run it as --strategy {scheduler} (or pick another scheduler: "
+            f"{', '.join(n for n in names('scheduler') if not REGISTRY[n].own_searcher)})"
+        )
     return Strategy(strategy, scheduler)
 
 
@@ -184,9 +225,14 @@ def _build(
     seed: int,
     options: dict[str, Any] | None,
 ) -> Any:
-    if name not in REGISTRY or REGISTRY[name].kind != kind:
+    info = REGISTRY.get(name)
+    own = info is not None and info.own_searcher and kind == "searcher"
+    if info is None or (info.kind != kind and not own):
         raise ConfigError(f"unknown {kind} {name!r}; valid: {', '.join(names(kind))}")
-    return plugin(name).build(space, metric, mode, seed, options)
+    found = plugin(name)
+    build = found.searcher if own else found.build
+    assert build is not None, f"{name}: own_searcher needs the plugin's searcher hook"
+    return build(space, metric, mode, seed, options)
 
 
 def build_searcher(

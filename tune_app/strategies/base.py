@@ -42,6 +42,11 @@ class StrategyPlugin:
             from the budget (e.g. dqn's horizon); the user's options win.
         warmup_option: the option that counts random start-up trials before the
             model is used (``compare`` warns when they fill the whole budget).
+        searcher: schedulers registered with ``own_searcher``:
+            ``searcher(space, metric, mode, seed, options)`` builds the searcher
+            that runs under them (the strategy's ``--opt`` options).
+        copies_trials: the scheduler restores trials from checkpoints Tune holds
+            (PBT's exploit), so Ray Train trials hand Tune every checkpoint.
     """
 
     build: Callable[[SearchSpace, str, str, int, Mapping[str, Any] | None], Any]
@@ -49,6 +54,8 @@ class StrategyPlugin:
     min_epochs: Callable[[SearchSpace, Mapping[str, Any] | None], int] | None = None
     budget_defaults: Callable[[SearchSpace, int], dict[str, Any]] | None = None
     warmup_option: str | None = None
+    searcher: Callable[[SearchSpace, str, str, int, Mapping[str, Any] | None], Any] | None = None
+    copies_trials: bool = False
 
     def parse(self, name: str, options: Mapping[str, Any] | None) -> Any:
         """The validated options object (a :class:`ConfigError` names the problem)."""
@@ -83,6 +90,44 @@ def metric_value(result: Mapping[str, Any] | None, metric: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(value) else None
+
+
+class SpaceSearcher(Searcher):
+    """Base of the searchers written here: the space comes from :class:`SearchSpace`
+    (Tune's ``param_space`` is ignored), Tune's metric and mode are taken when unset,
+    and each trial's last finite value is kept, for a trial a scheduler stops early."""
+
+    def __init__(self, space: SearchSpace, metric: str | None, mode: str | None) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self.space = space
+        self.last: dict[str, float] = {}  # trial_id -> last reported metric
+
+    def set_search_properties(
+        self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any
+    ) -> bool:
+        """Take metric/mode from Tune when not set; the space comes from SearchSpace."""
+        if self._metric is None and metric:
+            self._metric = metric
+        if self._mode is None and mode:
+            self._mode = mode
+        return True
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Remember the last reported value (a scheduler may stop the trial early)."""
+        value = metric_value(result, self._metric or "")
+        if value is not None:
+            self.last[trial_id] = value
+
+    def final_value(
+        self, trial_id: str, result: dict[str, Any] | None, error: bool
+    ) -> float | None:
+        """A completed trial's value: its final result's, else its last reported one;
+        None if it failed or reported nothing finite. Forgets the trial's last value."""
+        last = self.last.pop(trial_id, None)
+        if error:
+            return None
+        value = metric_value(result, self._metric or "")
+        return last if value is None else value
 
 
 class GuardedSearcher(Searcher):
@@ -134,6 +179,19 @@ class GuardedSearcher(Searcher):
             self.searcher.on_trial_complete(trial_id, result=None, error=True)
         else:
             self.searcher.on_trial_complete(trial_id, result=result, error=False)
+
+    def on_pause(self, trial_id: str) -> None:
+        """Forward a scheduler's pause to a searcher that counts its running trials
+        (``HyperBandForBOHB`` calls this on Tune's searcher)."""
+        hook = getattr(self.searcher, "on_pause", None)
+        if hook is not None:
+            hook(trial_id)
+
+    def on_unpause(self, trial_id: str) -> None:
+        """Forward a scheduler's unpause (see :meth:`on_pause`)."""
+        hook = getattr(self.searcher, "on_unpause", None)
+        if hook is not None:
+            hook(trial_id)
 
     def save(self, checkpoint_path: str) -> None:
         """Save the wrapped searcher's state."""

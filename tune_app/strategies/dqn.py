@@ -28,7 +28,7 @@ from tune_app.controller.env import start_point
 from tune_app.controller.policy import QPolicy
 from tune_app.errors import ConfigError
 from tune_app.spaces import SearchSpace
-from tune_app.strategies.base import StrategyPlugin, metric_value
+from tune_app.strategies.base import SpaceSearcher, StrategyPlugin
 from tune_app.strategies.options import DQNOptions as Options
 from tune_app.strategies.options import parse_options
 
@@ -36,7 +36,7 @@ MAX_INNER_STEPS = 20  # non-evaluating actions (return to best) per suggestion
 WALK_PLOT = "walk.png"
 
 
-class DQNSearcher(Searcher):
+class DQNSearcher(SpaceSearcher):
     """Suggests configurations by walking the value boxes with a pretrained Q-network."""
 
     def __init__(
@@ -47,8 +47,7 @@ class DQNSearcher(Searcher):
         seed: int = 0,
         options: Options | None = None,
     ) -> None:
-        super().__init__(metric=metric, mode=mode)
-        self.space = space
+        super().__init__(space, metric, mode)
         self.opts = options or Options()
         if len(space.params) > mdp.MAX_PARAMS:
             raise ConfigError(
@@ -62,19 +61,8 @@ class DQNSearcher(Searcher):
         self.walkers: list[mdp.Walker] = []
         self.idle: list[int] = []  # walkers whose last trial finished
         self.trials: dict[str, dict[str, Any]] = {}  # trial_id -> point, walker, info
-        self.last: dict[str, float] = {}  # trial_id -> last reported metric
 
     # -- Tune interface ---------------------------------------------------------------
-    def set_search_properties(
-        self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any
-    ) -> bool:
-        """Take metric/mode from Tune when not set; the space comes from SearchSpace."""
-        if self._metric is None and metric:
-            self._metric = metric
-        if self._mode is None and mode:
-            self._mode = mode
-        return True
-
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         """The next configuration: one step of an idle walker (or a new walker's start)."""
         if self.idle:
@@ -89,12 +77,6 @@ class DQNSearcher(Searcher):
         self.trials[trial_id] = {"point": list(point), "walker": w, **info}
         return self._config(point)
 
-    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        """Remember the last reported value (a scheduler may stop the trial early)."""
-        value = metric_value(result, self._metric or "")
-        if value is not None:
-            self.last[trial_id] = value
-
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
@@ -102,9 +84,7 @@ class DQNSearcher(Searcher):
         rec = self.trials.get(trial_id)
         if rec is None or "value" in rec:
             return
-        value = None if error else metric_value(result, self._metric or "")
-        if value is None and not error:
-            value = self.last.get(trial_id)
+        value = self.final_value(trial_id, result, error)
         loss = math.inf if value is None else (-value if self._mode == "max" else value)
         point = tuple(rec["point"])
         new_best = self.hist.record(point, loss)
@@ -112,7 +92,6 @@ class DQNSearcher(Searcher):
         walker.pos = point
         walker.observed(new_best, loss)
         rec["value"] = value
-        self.last.pop(trial_id, None)
         self.idle.append(rec["walker"])
 
     # -- the walk -------------------------------------------------------------------

@@ -9,30 +9,24 @@ from typing import Any
 from ray.tune.search import Searcher
 
 from tune_app.spaces import SearchSpace
-from tune_app.strategies.base import StrategyPlugin
+from tune_app.strategies.base import SpaceSearcher, StrategyPlugin
 from tune_app.strategies.options import GridOptions as Options
 from tune_app.strategies.options import parse_options
 
 
-class BoxGridSearcher(Searcher):
+class BoxGridSearcher(SpaceSearcher):
     """Walks the full grid of value boxes once, then reports FINISHED."""
 
     def __init__(
         self, space: SearchSpace, metric: str, mode: str, seed: int = 0, shuffle: bool = False
     ) -> None:
-        super().__init__(metric=metric, mode=mode)
+        super().__init__(space, metric, mode)
         self._configs = list(space.grid())
         if shuffle:
             import random
 
             random.Random(seed).shuffle(self._configs)
         self._next = 0
-
-    def set_search_properties(
-        self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any
-    ) -> bool:
-        """The grid comes from the SearchSpace; Tune's param_space is not used."""
-        return True
 
     def suggest(self, trial_id: str) -> Any:
         """The next grid point, or FINISHED after the last one."""

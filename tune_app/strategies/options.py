@@ -57,6 +57,33 @@ def parse_options(cls: type[T], strategy: str, options: Mapping[str, Any] | None
         raise ConfigError(f"strategy {strategy!r}: {exc}") from None
 
 
+def parse_side(
+    cls: type[T],
+    strategy: str,
+    options: Mapping[str, Any] | None,
+    side: str,
+    searcher_keys: tuple[str, ...],
+) -> T:
+    """:func:`parse_options` for a scheduler that brings its own searcher: one options
+    class, ``searcher_keys`` set with ``--opt`` and the rest with ``--scheduler-opt``;
+    a key given to the wrong ``side`` is an error naming the right flag."""
+    valid = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key in options or {}:
+        if key not in valid:
+            continue  # parse_options lists the valid ones
+        if side == "searcher" and key not in searcher_keys:
+            raise ConfigError(
+                f"strategy {strategy!r}: {key!r} is a scheduler option; pass it as "
+                f"--scheduler-opt {key}=..."
+            )
+        if side == "scheduler" and key in searcher_keys:
+            raise ConfigError(
+                f"strategy {strategy!r}: {key!r} is an option of its searcher; pass it as "
+                f"--opt {key}=..."
+            )
+    return parse_options(cls, strategy, options)
+
+
 def require(cond: bool, message: str) -> None:
     """Raise :class:`ConfigError` with ``message`` unless ``cond`` holds."""
     if not cond:
@@ -233,4 +260,146 @@ class AshaOptions:
         require(
             isinstance(self.reduction_factor, int) and self.reduction_factor >= 2,
             "asha: 'reduction_factor' must be an integer >= 2",
+        )
+
+
+@dataclass(frozen=True)
+class EvolutionOptions:
+    """Options of ``evolution`` (regularized evolution, Real et al. 2019)."""
+
+    population: int = opt(
+        8, "members kept alive: the first this many trials are random; the oldest dies first"
+    )
+    tournament: int = opt(3, "members drawn per tournament; the best of them is mutated")
+
+    def __post_init__(self) -> None:
+        require(
+            whole(self.population, 2),
+            f"evolution: 'population' must be an integer >= 2, got {self.population!r}",
+        )
+        require(
+            whole(self.tournament, 1)
+            and isinstance(self.population, int)
+            and self.tournament <= self.population,
+            f"evolution: 'tournament' must be an integer in 1..population "
+            f"({self.population!r}), got {self.tournament!r}",
+        )
+
+
+@dataclass(frozen=True)
+class LCEOptions:
+    """Options of ``lce`` (learning-curve extrapolation)."""
+
+    min_epochs: int = opt(3, "epochs every trial gets before its curve is extrapolated")
+    threshold: float = opt(
+        0.05, "stop a trial when P(its final value beats the best so far) falls below this"
+    )
+
+    def __post_init__(self) -> None:
+        require(
+            whole(self.min_epochs, 3),
+            f"lce: 'min_epochs' must be an integer >= 3 (two points to fit a curve, one "
+            f"more for its noise), got {self.min_epochs!r}",
+        )
+        require(
+            isinstance(self.threshold, int | float)
+            and not isinstance(self.threshold, bool)
+            and 0.0 < self.threshold < 1.0,
+            f"lce: 'threshold' must be a probability in (0, 1), got {self.threshold!r}",
+        )
+
+
+@dataclass(frozen=True)
+class BOHBOptions:
+    """Options of ``bohb`` (TuneBOHB + HyperBandForBOHB; defaults: hpbandster's).
+
+    ``reduction_factor`` belongs to the scheduler (``--scheduler-opt``); the rest
+    to BOHB's kernel-density model (``--opt``)."""
+
+    reduction_factor: int = opt(3, "(--scheduler-opt) eta: keep the top 1/eta at each halving")
+    min_points_in_model: int | None = opt(
+        None, "(--opt) results per budget before the model is used (unset: parameters + 1)"
+    )
+    top_n_percent: int = opt(15, "(--opt) percent of results that count as good")
+    num_samples: int = opt(64, "(--opt) candidates drawn to optimise the acquisition")
+    random_fraction: float = opt(1 / 3, "(--opt) fraction of proposals drawn at random")
+    bandwidth_factor: float = opt(3.0, "(--opt) widening of the good KDE for sampling")
+
+    def __post_init__(self) -> None:
+        require(
+            whole(self.reduction_factor, 2),
+            "bohb: 'reduction_factor' must be an integer >= 2",
+        )
+        require(
+            self.min_points_in_model is None or whole(self.min_points_in_model, 1),
+            "bohb: 'min_points_in_model' must be an integer >= 1 (or unset)",
+        )
+        require(
+            whole(self.top_n_percent, 1) and self.top_n_percent < 100,
+            "bohb: 'top_n_percent' must be an integer in 1..99",
+        )
+        require(whole(self.num_samples, 1), "bohb: 'num_samples' must be an integer >= 1")
+        require(
+            isinstance(self.random_fraction, int | float)
+            and not isinstance(self.random_fraction, bool)
+            and 0.0 <= self.random_fraction <= 1.0,
+            "bohb: 'random_fraction' must be in [0, 1]",
+        )
+        require(
+            isinstance(self.bandwidth_factor, int | float)
+            and not isinstance(self.bandwidth_factor, bool)
+            and self.bandwidth_factor > 0,
+            "bohb: 'bandwidth_factor' must be a number > 0",
+        )
+
+
+@dataclass(frozen=True)
+class PBTOptions:
+    """Options of ``pbt`` (Ray Tune's PopulationBasedTraining, synchronous).
+
+    ``population`` belongs to the searcher that draws the first generation
+    (``--opt``); the rest to the scheduler (``--scheduler-opt``)."""
+
+    population: int | None = opt(
+        None, "(--opt) trials trained side by side (unset: budget_epochs // max_epochs)"
+    )
+    perturbation_interval: int | None = opt(
+        None, "(--scheduler-opt) epochs between exploits (unset: max(1, max_epochs // 3))"
+    )
+    quantile_fraction: float = opt(
+        0.25, "(--scheduler-opt) bottom fraction that copies the top fraction"
+    )
+    resample_probability: float = opt(
+        0.25, "(--scheduler-opt) chance a perturbed parameter is drawn afresh instead"
+    )
+    mutate: str | None = opt(
+        None,
+        "(--scheduler-opt) comma-separated parameters to perturb; the others are copied "
+        "from the parent (unset: the continuous ones, or all if none is continuous)",
+    )
+
+    def __post_init__(self) -> None:
+        require(
+            self.population is None or whole(self.population, 2),
+            f"pbt: 'population' must be an integer >= 2 (or unset), got {self.population!r}",
+        )
+        require(
+            self.perturbation_interval is None or whole(self.perturbation_interval, 1),
+            "pbt: 'perturbation_interval' must be an integer >= 1 (or unset)",
+        )
+        require(
+            isinstance(self.quantile_fraction, int | float)
+            and not isinstance(self.quantile_fraction, bool)
+            and 0.0 < self.quantile_fraction <= 0.5,
+            "pbt: 'quantile_fraction' must be in (0, 0.5]",
+        )
+        require(
+            isinstance(self.resample_probability, int | float)
+            and not isinstance(self.resample_probability, bool)
+            and 0.0 <= self.resample_probability <= 1.0,
+            "pbt: 'resample_probability' must be in [0, 1]",
+        )
+        require(
+            self.mutate is None or (isinstance(self.mutate, str) and bool(self.mutate.strip())),
+            "pbt: 'mutate' must be comma-separated parameter names (or unset)",
         )

@@ -3,21 +3,35 @@
 ``run_trial`` is the Tune function trainable. With ``num_workers >= 1`` it starts
 a Ray Train (V2) ``TorchTrainer`` whose workers run :func:`train_loop_per_worker`
 (DDP model, data sharded per worker) and forward each epoch's report to Tune
-through ``TuneReportCallback``. With ``num_workers == 0`` (Ray Train's own
-convention for local mode) the same loop runs in the trial's process and reports
-to Tune directly: no worker group to start, for small single-process trials.
+through ``TuneReportCallback`` (with its checkpoint too, for schedulers that copy
+one trial's state into another: ``TrialSpec.checkpoints_to_tune``). With
+``num_workers == 0`` (Ray Train's own convention for local mode) the same loop
+runs in the trial's process and reports to Tune directly: no worker group to
+start, for small single-process trials.
 
 Each epoch: ask the budget ledger for the epoch (rank 0, broadcast), train, run
 validation (sums all-reduced across workers), report the task's metrics plus
 ``train_loss``, ``epoch``, ``diverged`` and ``node_id``, and save a checkpoint
-(model + optimiser, tensors only) so paused or failed trials resume.
+(model + optimiser, tensors only, and the id of the trial that trained it) so
+paused or failed trials resume. Lookup objectives checkpoint their epoch too.
+
+A trial restored from a checkpoint another trial saved (population-based
+training's *exploit*) continues from that trial's weights and epoch with its own
+hyperparameters: the optimiser's state is inherited, its ``lr``,
+``weight_decay`` and ``momentum`` are re-applied from this trial's config, and
+the first report after the restore names the parent (``inherited_from``,
+``inherited_epoch``), which the tracking callback records on the child run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import math
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +39,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from ray.train import UserCallback
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
@@ -40,6 +55,7 @@ TRAIN_ENV_DEFAULTS = {
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
 }
 STATE_FILE = "state.pt"
+LOOKUP_STATE = "lookup.json"  # a lookup objective's checkpoint: its epoch and trial
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 
 
@@ -57,6 +73,9 @@ class TrialSpec:
     storage_path: str = ""
     max_failures: int = 1
     ledger: Any = None
+    # Over Ray Train: hand Tune every checkpoint, for schedulers that copy trials
+    # (PBT); otherwise Train keeps them and Tune gets the metrics only.
+    checkpoints_to_tune: bool = False
 
 
 class _Reporter(Protocol):
@@ -94,12 +113,13 @@ class _TuneReporter:
 class _TrainReporter:
     """A Ray Train worker: every rank reports; rank 0's metrics reach Tune."""
 
-    def __init__(self) -> None:
+    def __init__(self, initial: Any = None) -> None:
         import ray.train
 
         ctx = ray.train.get_context()
         self.rank = ctx.get_world_rank()
         self.world_size = ctx.get_world_size()
+        self.initial = initial  # the Tune checkpoint the trial (re)started from
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         import ray.train
@@ -110,7 +130,9 @@ class _TrainReporter:
     def checkpoint_dir(self) -> Any:
         import ray.train
 
-        return ray.train.get_checkpoint()
+        # This Train run's own latest (a worker group restarted after a failure),
+        # else the one Tune restored the trial from (paused, or a PBT parent's).
+        return ray.train.get_checkpoint() or self.initial
 
     def broadcast(self, value: Any) -> Any:
         from ray.train.collective import broadcast_from_rank_zero
@@ -132,35 +154,150 @@ def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
 
     for key, value in TRAIN_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    if spec.checkpoints_to_tune:
+        _fit_reporting_checkpoints(config, spec, trial_id)
+    else:
+        _trainer(config, spec, trial_id, None, f"train-{trial_id}", _tune_report_callback()).fit()
+
+
+def _tune_report_callback() -> Any:
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    return TuneReportCallback()
+
+
+def _trainer(
+    config: dict[str, Any], spec: TrialSpec, trial_id: str, initial: Any, name: str, callback: Any
+) -> Any:
+    """The trial's ``TorchTrainer``: its Train run ``name`` under the run's storage.
+
+    Named after the trial, restarting a paused trial re-attaches to its run and Train
+    resumes from its own latest checkpoint; ``initial`` is a Tune checkpoint the
+    workers start from when Train has none of its own.
+    """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from tune_app.tasks.bound_store import BoundTorchConfig
 
     use_gpu = spec.gpus_per_worker > 0
     resources = {"CPU": spec.cpus_per_worker}
     if use_gpu:
         resources["GPU"] = spec.gpus_per_worker
-    from tune_app.tasks.bound_store import BoundTorchConfig
-
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_loop_per_worker,
         # The process group's rendezvous store on the node's address, not on *.
         torch_config=BoundTorchConfig(),
-        train_loop_config={"hparams": config, "spec": spec, "trial_id": trial_id},
+        train_loop_config={
+            "hparams": config,
+            "spec": spec,
+            "trial_id": trial_id,
+            "initial": initial,
+        },
         scaling_config=ScalingConfig(
             num_workers=spec.num_workers, use_gpu=use_gpu, resources_per_worker=resources
         ),
-        # Named after the trial: restarting a paused trial re-attaches to this run
-        # and Train resumes from its latest checkpoint.
         run_config=RunConfig(
-            name=f"train-{trial_id}",
+            name=name,
             storage_path=spec.storage_path,
-            callbacks=[TuneReportCallback()],  # type: ignore[list-item]
+            callbacks=[callback],
             failure_config=FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
         ),
     )
-    trainer.fit()
+
+
+def _fit_reporting_checkpoints(config: dict[str, Any], spec: TrialSpec, trial_id: str) -> None:
+    """Run the Train run and hand Tune each report *with its checkpoint*.
+
+    Train V2's ``TuneReportCallback`` hands Tune the metrics only, never the
+    checkpoint, so Tune cannot let PBT copy a trial. Here :class:`_ToTune` queues
+    each report with its checkpoint, and this thread reports both to Tune. A trial
+    Tune restores from a checkpoint (its own after a pause, or a PBT parent's)
+    starts a Train run named after that checkpoint, whose workers load it. Two
+    queue actors per trial cost about a second, so only schedulers that copy
+    trials ask for this (:attr:`TrialSpec.checkpoints_to_tune`).
+    """
+    from ray import tune
+    from ray.util.queue import Empty, Queue
+
+    initial = tune.get_checkpoint()
+    name = f"train-{trial_id}"
+    if initial is not None:
+        name += "-" + hashlib.sha256(initial.path.encode()).hexdigest()[:10]
+    reports: Queue = Queue(1, actor_options={"num_cpus": 0})
+    taken: Queue = Queue(1, actor_options={"num_cpus": 0})
+    trainer = _trainer(config, spec, trial_id, initial, name, _ToTune(reports, taken))
+    failed: list[BaseException] = []
+
+    def fit() -> None:
+        try:
+            trainer.fit()
+        except BaseException as exc:  # re-raised in the trial's thread below
+            failed.append(exc)
+        finally:
+            reports.put(None)
+
+    thread = threading.Thread(target=fit, name=f"fit-{trial_id}", daemon=True)
+    thread.start()
+    controller = None
+    try:
+        while True:
+            try:
+                item = reports.get(timeout=0.1)
+            except Empty:
+                if _stopping():  # Tune pauses or stops the trial
+                    return
+                continue
+            if item is None:
+                break
+            metrics, checkpoint, controller = item
+            ckpt = tune.Checkpoint(checkpoint.path, checkpoint.filesystem) if checkpoint else None
+            tune.report(metrics, checkpoint=ckpt)  # copies the checkpoint into Tune's storage
+            taken.put(True)
+    finally:
+        if controller is not None and thread.is_alive():
+            _abort(controller)
+    thread.join()
+    if failed:
+        raise failed[0]
+
+
+def _stopping() -> bool:
+    """Whether Tune is stopping this trial (paused by a scheduler, or ended)."""
+    from ray.train._internal.session import get_session
+
+    session = get_session()
+    event = getattr(session, "stop_event", None)
+    return bool(event is not None and event.is_set())
+
+
+def _abort(controller: Any) -> None:
+    """End the trial's Train run now, so its workers' reservation is released before
+    the trial resumes (Train's own cleaner only notices a dead controller later)."""
+    import ray
+
+    with contextlib.suppress(Exception):
+        ray.get(controller.abort.remote(), timeout=30)
+
+
+class _ToTune(UserCallback):
+    """On Train's controller: queue rank 0's metrics with the checkpoint, and wait
+    until the trial has reported them to Tune (Train deletes its older checkpoint
+    once a newer one is registered)."""
+
+    def __init__(self, reports: Any, taken: Any) -> None:
+        self.reports, self.taken = reports, taken
+
+    def after_report(
+        self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any
+    ) -> None:
+        """Hand the report (and this controller, to abort it) to the trial's thread;
+        return once Tune has it."""
+        import ray
+
+        self.reports.put((dict(metrics[0]), checkpoint, ray.get_runtime_context().current_actor))
+        self.taken.get()
 
 
 def look_up(
@@ -174,23 +311,43 @@ def look_up(
     import ray
 
     config = {**spec.fixed, **hparams}
+    start, parent = 0, None
+    ckpt = reporter.checkpoint_dir()
+    if ckpt is not None:  # paused, resumed or (PBT) exploited: continue from its epoch
+        with ckpt.as_directory() as d:
+            path = Path(d) / LOOKUP_STATE
+            if path.exists():
+                state = json.loads(path.read_text())
+                start, parent = int(state["epoch"]), str(state.get("trial_id", trial_id))
     node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
-    for epoch in range(1, spec.max_epochs + 1):
+    for epoch in range(start + 1, spec.max_epochs + 1):
         if spec.ledger is not None and not wait_for_epoch(spec.ledger, trial_id, epoch):
             return
         metrics = objective.lookup(config, epoch)
         check_numeric(objective.name, metrics)
         diverged = not all(math.isfinite(v) for v in metrics.values())
-        reporter.report(
-            {**metrics, "epoch": epoch, "diverged": int(diverged), "node_id": node_id}, None
-        )
+        report = {**metrics, "epoch": epoch, "diverged": int(diverged), "node_id": node_id}
+        if epoch == start + 1:
+            report.update(_inherited(parent, trial_id, start))
+        with tempfile.TemporaryDirectory() as tmp:
+            state = {"epoch": epoch, "trial_id": trial_id}
+            (Path(tmp) / LOOKUP_STATE).write_text(json.dumps(state))
+            reporter.report(report, tmp)
         if diverged:
             return
 
 
+def _inherited(parent: str | None, trial_id: str, epoch: int) -> dict[str, Any]:
+    """What the first report after a restore says about a parent other than itself."""
+    if parent is None or parent == trial_id:
+        return {}
+    return {"inherited_from": parent, "inherited_epoch": epoch}
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point on every worker."""
-    train(loop_config["hparams"], loop_config["spec"], loop_config["trial_id"], _TrainReporter())
+    reporter = _TrainReporter(loop_config.get("initial"))
+    train(loop_config["hparams"], loop_config["spec"], loop_config["trial_id"], reporter)
 
 
 def _device(spec: TrialSpec, reporter: _Reporter) -> torch.device:
@@ -261,7 +418,7 @@ def train(hparams: Mapping[str, Any], spec: TrialSpec, trial_id: str, reporter: 
 
     model = task.build_model(config).to(device)
     optimizer = _optimizer(model.parameters(), config)
-    start_epoch = _restore(reporter, model, optimizer)
+    start_epoch, parent = _restore(reporter, model, optimizer, config, trial_id)
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
@@ -313,6 +470,8 @@ def train(hparams: Mapping[str, Any], spec: TrialSpec, trial_id: str, reporter: 
             "node_id": node_id,
             "train_time_s": train_time_s,
         }
+        if epoch == start_epoch + 1:
+            report.update(_inherited(parent, trial_id, start_epoch))
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0 and not diverged:
@@ -321,6 +480,7 @@ def train(hparams: Mapping[str, Any], spec: TrialSpec, trial_id: str, reporter: 
                         "model": model.state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "epoch": epoch,
+                        "trial_id": trial_id,
                     },
                     Path(tmp) / STATE_FILE,
                 )
@@ -358,17 +518,41 @@ def _all_reduce(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.cpu()
 
 
-def _restore(reporter: _Reporter, model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """Load the latest checkpoint if the trial is resuming; return its epoch."""
+def _restore(
+    reporter: _Reporter,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: Mapping[str, Any],
+    trial_id: str,
+) -> tuple[int, str | None]:
+    """Load the latest checkpoint if the trial is resuming (or, under PBT, continues
+    another trial's); return its epoch and the trial that saved it."""
     ckpt = reporter.checkpoint_dir()
     if ckpt is None:
-        return 0
+        return 0, None
     with ckpt.as_directory() as d:
         path = Path(d) / STATE_FILE
         if not path.exists():
-            return 0
+            return 0, None
         # Tensors only: never unpickle arbitrary objects from storage.
         state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
+    parent = str(state.get("trial_id", trial_id))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        if parent == trial_id:
+            raise
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise TaskError(
+            f"trial {trial_id} cannot take trial {parent}'s weights: its configuration "
+            f"changes the model's shape ({first}); let pbt perturb only parameters that "
+            f"keep the shape, e.g. --scheduler-opt mutate=lr"
+        ) from None
     optimizer.load_state_dict(state["optimizer"])
-    return int(state["epoch"])
+    # The optimiser's state is inherited; its hyperparameters are this trial's own.
+    fresh = _optimizer([torch.zeros(1, requires_grad=True)], config).param_groups[0]
+    for group in optimizer.param_groups:
+        for key in ("lr", "weight_decay", "momentum"):
+            if key in group and key in fresh:
+                group[key] = fresh[key]
+    return int(state["epoch"]), parent

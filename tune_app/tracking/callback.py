@@ -10,6 +10,7 @@ on "active run" state. The parent run carries the best-so-far metric with
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -139,16 +140,36 @@ class TrackingCallback(tune.Callback):
             for k, v in result.items()
             if k in self.keys and isinstance(v, int | float) and not isinstance(v, bool)
         }
-        self._record(
-            {
-                "k": "result",
-                "id": tid,
-                "epoch": epoch,
-                "metrics": metrics,
-                "node_id": str(result.get("node_id", "")),
-                "wall": round(self.elapsed(), 3),
-            }
-        )
+        event: dict[str, Any] = {
+            "k": "result",
+            "id": tid,
+            "epoch": epoch,
+            "metrics": metrics,
+            "node_id": str(result.get("node_id", "")),
+            "wall": round(self.elapsed(), 3),
+        }
+        parent = result.get("inherited_from")
+        if isinstance(parent, str) and parent:  # PBT: continued another trial's checkpoint
+            event.update(self._exploit(rec, parent, int(result.get("inherited_epoch", 0)), trial))
+        self._record(event)
+
+    def _exploit(self, rec: TrialRecord, parent: str, at: int, trial: Any) -> dict[str, Any]:
+        """The new config and the child-run tags of a trial that took over ``parent``'s
+        checkpoint at epoch ``at``, with hyperparameters perturbed from the parent's."""
+        config = dict(trial.config)
+        known = self.state.trials.get(self.state.canonical(parent))
+        name = f"trial-{known.index:03d}" if known is not None else parent
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in config.items())
+        self._say(f"trial {rec.index} continues {name}'s epoch {at} with {shown}")
+        detail = {"parent": parent, "parent_run": name, "epoch": at, "config": config}
+        return {
+            "config": config,
+            "tags": {
+                "pbt.parent": parent,
+                "pbt.parent_run": name,
+                f"pbt.exploit.epoch_{at:03d}": json.dumps(detail, default=str),
+            },
+        }
 
     def _finish(self, trial_id: str, status: str, error: str = "") -> None:
         rec = self.state.trials.get(self.state.canonical(trial_id))

@@ -311,6 +311,8 @@ class Outbox:
     def _send_result(self, event: dict[str, Any], verify: bool) -> None:
         run_id = self.run_ids[str(event["id"])]
         self._log(run_id, dict(event.get("metrics") or {}), int(event["epoch"]), verify)
+        if event.get("tags"):  # e.g. PBT's parent trial at an exploit (idempotent)
+            self.tracker.set_tags(run_id, dict(event["tags"]))
         spent = int(event["spent"])
         parent = {f"best_{self.metric}": event.get("best"), "epochs_spent": spent}
         self._log(self.parent, parent, spent, verify)

@@ -98,6 +98,8 @@ class RunState:
     def _result(self, event: dict[str, Any]) -> None:
         rec = self.trials[str(event["id"])]
         metrics = dict(event.get("metrics") or {})
+        if event.get("config"):  # PBT changed the trial's hyperparameters at an exploit
+            rec.config = dict(event["config"])
         self.epochs_spent += 1
         rec.epochs = int(event["epoch"])
         value = metrics.get(self.metric)

@@ -277,6 +277,12 @@ class Tracker:
             tags=[RunTag(k, v) for k, v in tags.items()],
         )
 
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        """Set tags on a run in one batch (raises on failure)."""
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:8000]) for k, v in tags.items()])
+
     def end_run(
         self, run_id: str, status: str, tags: dict[str, str] | None = None, strict: bool = False
     ) -> None:
