@@ -119,8 +119,9 @@ class LocalCluster:
 def _processes_of(*markers: str) -> list[int]:
     """Pids of a cluster's processes (their command line names one of ``markers``:
     its temp dir, or ``=<gcs address> `` for the Ray client server, which does not
-    name the temp dir) and all their descendants (workers rename themselves
-    ``ray::...``)."""
+    name the temp dir; or a file they hold open does, e.g. a log in the temp dir)
+    and all their descendants (workers rename themselves ``ray::...``; after their
+    parent is killed, only their open logs still name the cluster)."""
     parents: dict[int, int] = {}
     roots: set[int] = set()
     for entry in Path("/proc").iterdir():
@@ -133,7 +134,9 @@ def _processes_of(*markers: str) -> list[int]:
             continue
         pid = int(entry.name)
         parents[pid] = int(stat.rsplit(")", 1)[1].split()[1])
-        if any(m in cmdline for m in markers) and pid != os.getpid():
+        if pid != os.getpid() and (
+            any(m in cmdline for m in markers) or _holds_open(entry, markers)
+        ):
             roots.add(pid)
     found, grew = set(roots), True
     while grew:
@@ -165,6 +168,22 @@ def stop_cluster(temp_dir: str, gcs_address: str | None = None) -> None:
             time.sleep(0.2)
         if not pids:
             return
+
+
+def _holds_open(proc: Path, markers: tuple[str, ...]) -> bool:
+    """Whether process ``proc`` (``/proc/PID``) has a file open whose path names a
+    path marker (one starting with ``/``)."""
+    paths = [m for m in markers if m.startswith("/")]
+    if not paths:
+        return False
+    try:
+        for fd in (proc / "fd").iterdir():
+            with contextlib.suppress(OSError):
+                if any(m in os.readlink(fd) for m in paths):
+                    return True
+    except OSError:
+        return False
+    return False
 
 
 def _zombie(pid: int) -> bool:

@@ -44,3 +44,15 @@ def test_lockstep_waits_for_the_scheduler() -> None:
     assert ledger.acquire("a", 3) == GRANTED
     ledger.decide("a", 3, TrialScheduler.STOP)
     assert ledger.acquire("a", 4) == REFUSED
+
+
+def test_a_trial_continuing_an_orphan_starts_where_the_journal_stopped() -> None:
+    ledger = EpochLedger(10, lockstep=True)
+    # The dead driver recorded 2 epochs of "orphan" and ran "done" to its end.
+    ledger.seed({"orphan": 2, "done": 3}, ["done"], finals={"done": {"m": 0.9, "epoch": 3}})
+    ledger.alias("new", "orphan")
+    assert ledger.start("new") == (["orphan", "new"], 2, None)
+    assert ledger.start("done") == (["done"], 3, {"m": 0.9, "epoch": 3})
+    ledger.restart("new", 0)  # Tune knows nothing of the orphan's reports ...
+    assert ledger.acquire("new", 3) == GRANTED  # ... it trains epoch 3, not wait forever
+    assert ledger.spent() == 3 + 3

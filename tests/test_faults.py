@@ -187,6 +187,9 @@ def test_failing_trial_is_recorded_and_the_search_goes_on(
     )
     by_status = dict(zip(result.trials["config.hidden"], result.trials.status, strict=True))
     assert by_status == {8: "FAILED", 16: "FINISHED"}
+    # The summary counts what the budget paid: hidden=8 recorded epoch 1 and failed
+    # in epoch 2 (trained, so charged), hidden=16 its 3 epochs (it said 4/6 before).
+    assert result.trials.epochs.sum() == 4 and result.epochs_spent == 5
     kids = {int(k.data.params["hidden"]): k for k in children(tracking_uri, result)}
     assert kids[8].info.status == "FAILED"
     assert kids[8].data.tags["tune_app.status"] == "FAILED"

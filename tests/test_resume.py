@@ -3,38 +3,45 @@ until it finishes; nothing is lost or recorded twice."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
 from ray.tune.search import Searcher
 
-from tests.conftest import DIGITS, REPO, LocalCluster
+from tests.conftest import DIGITS, REPO, LocalCluster, _processes_of, stop_cluster
 from tune_app import spaces, strategies
 from tune_app.run.lock import LOCK
 from tune_app.run.resume import Manifest, same_config
 from tune_app.strategies.base import GuardedSearcher
+from tune_app.tasks.base import LookupObjective
 from tune_app.tasks.digits_mlp import DigitsMLP
 from tune_app.tracking.outbox import JOURNAL, Journal
 from tune_app.tracking.store import PARENT_TAG, TRIAL_TAG
 
 DRIVER = """
 import sys
+import tempfile
 from tune_app import run_search
-space, uri, storage, address = sys.argv[1:5]
-run_search("grid", space, task="tests.test_resume:SlowDigits", budget_epochs=12, seed=0,
-           num_workers=0, max_concurrent=2, tracking_uri=uri, storage_path=storage,
-           address=address, resume=True)
+strategy, task, space, uri, storage, address = sys.argv[1:7]
+run_search(strategy, space, task=task, budget_epochs=12, seed=0, num_workers=0,
+           max_concurrent=2, tracking_uri=uri, storage_path=storage,
+           address=address or None, resume=True)
 """
+KILLS = 3  # after 1-3 more recorded epochs; the second during the resume's start-up
 
 
 class SlowDigits(DigitsMLP):
@@ -45,8 +52,38 @@ class SlowDigits(DigitsMLP):
         return super().eval_metrics(sums, count)
 
 
-def grid_space(tmp_path: Path) -> Path:
+class SlowCurve(LookupObjective):
+    """A saturating learning curve per configuration, 0.4 s per epoch; every epoch
+    evaluated is appended to the file ``config["evals"]``, so a test sees what was
+    computed, not only what was recorded."""
+
+    name = "slow_curve"
+    metric = "val_accuracy"
+    metrics = ("val_accuracy",)
+    mode = "max"
+    max_epochs = 3
+    optimum = 1.0
+
+    def lookup(self, config: Mapping[str, Any], epoch: int) -> dict[str, float]:
+        time.sleep(0.4)
+        hparams = {k: config[k] for k in ("lr", "hidden")}
+        with open(config["evals"], "a") as fh:
+            fh.write(json.dumps({"config": hparams, "epoch": epoch}) + "\n")
+        quality = 1.0 - (math.log10(float(config["lr"])) + 2.0) ** 2 / 4 - 8 / config["hidden"]
+        return {"val_accuracy": quality * (1.0 - math.exp(-epoch))}
+
+
+def grid_space(tmp_path: Path, **fixed: Any) -> Path:
     """4 configs x 3 epochs: an uninterrupted grid run trains exactly these 12 epochs."""
+    return _space(tmp_path, [0.003, 0.03], [16, 32], fixed)
+
+
+def wide_space(tmp_path: Path, **fixed: Any) -> Path:
+    """12 configs x 3 epochs: a 12-epoch budget leaves every searcher a choice."""
+    return _space(tmp_path, [0.001, 0.003, 0.01, 0.03], [16, 32, 64], fixed)
+
+
+def _space(tmp_path: Path, lrs: list[float], hidden: list[int], fixed: dict[str, Any]) -> Path:
     data = {
         "name": "digits_kill",
         "task": "digits_mlp",
@@ -54,10 +91,10 @@ def grid_space(tmp_path: Path) -> Path:
         "mode": "max",
         "max_epochs": 3,
         "params": {
-            "lr": {"type": "loguniform", "low": 1e-3, "high": 0.1, "boxes": [0.003, 0.03]},
-            "hidden": {"type": "int", "low": 16, "high": 64, "boxes": [16, 32]},
+            "lr": {"type": "loguniform", "low": 1e-3, "high": 0.1, "boxes": lrs},
+            "hidden": {"type": "int", "low": 16, "high": 64, "boxes": hidden},
         },
-        "fixed": {"layers": 1, "batch_size": 64},
+        "fixed": {"layers": 1, "batch_size": 64, **fixed},
     }
     path = tmp_path / "digits_kill.yaml"
     path.write_text(json.dumps(data))
@@ -74,8 +111,8 @@ def recorded(storage: Path) -> tuple[Path | None, set[tuple[str, int]]]:
     return run_dir, {(e["id"], int(e["epoch"])) for e in events if e.get("k") == "result"}
 
 
-def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "token"}
+def start(args: list[str], log: Path, **extra_env: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "token", **extra_env}
     env.pop("RAY_ADDRESS", None)
     with open(log, "ab") as fh:
         return subprocess.Popen(
@@ -87,24 +124,41 @@ def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-@pytest.mark.slow
-def test_driver_kill_loop(ray_cluster: LocalCluster, tmp_path: Path) -> None:
+def _holds_lock(storage: Path, pid: int) -> bool:
+    run_dir = recorded(storage)[0]
+    try:
+        return run_dir is not None and json.loads((run_dir / LOCK).read_text())["pid"] == pid
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def kill_loop(
+    strategy: str, task: str, space: Path, gcs: str, tmp_path: Path
+) -> tuple[Path, list[dict[str, Any]], list[int]]:
+    """Run the search, SIGKILL its driver ``KILLS`` times at seeded random moments
+    (the second while the resume starts up: right after it took the run's lock),
+    resume until it finishes; the run dir, its journal and the progress after each
+    driver."""
     rng = random.Random(20240611)
-    space = grid_space(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     storage = tmp_path / "runs"
-    args = [str(space), uri, str(storage), ray_cluster.gcs_address]
+    args = [strategy, task, str(space), uri, str(storage), gcs]
     log = tmp_path / "drivers.log"
-    kills, progress = 2, [0]
-    for _ in range(kills):
-        # Kill once 1-3 more epochs are recorded, plus a jitter of up to 1 s.
-        target = progress[-1] + rng.randint(1, 3)
+    progress = [0]
+    for kill in range(KILLS):
         proc = start(args, log)
         deadline = time.monotonic() + 150
-        while len(recorded(storage)[1]) < target and proc.poll() is None:
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 1.0))
+        if kill == 1:  # during the resume's own start-up
+            while not _holds_lock(storage, proc.pid) and proc.poll() is None:
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 1.0))
+        else:  # once 1-3 more epochs are recorded, plus a jitter of up to 1 s
+            target = progress[-1] + rng.randint(1, 3)
+            while len(recorded(storage)[1]) < target and proc.poll() is None:
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 1.0))
         assert proc.poll() is None, "the search finished before the planned kill"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -117,29 +171,31 @@ def test_driver_kill_loop(ray_cluster: LocalCluster, tmp_path: Path) -> None:
     assert run_dir is not None
     progress.append(len(done))
     assert progress == sorted(progress), progress
+    return run_dir, Journal(run_dir / JOURNAL).read(), progress
 
-    events = Journal(run_dir / JOURNAL).read()
+
+def check_run(run_dir: Path, events: list[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
+    """What holds after any number of kills: every trial started and ended once, no
+    configuration given to two trials, each (trial, epoch) recorded once and the
+    budget spent exactly; in MLflow one parent, one child per trial, each metric
+    step once. Returns the trials."""
     trials = [e for e in events if e["k"] == "trial"]
     ends = [e for e in events if e["k"] == "end"]
-    # Every trial started and finished exactly once; same configs as an uninterrupted grid.
-    assert len({t["id"] for t in trials}) == len(trials) == 4
+    assert len({t["id"] for t in trials}) == len(trials)
     assert sorted(e["id"] for e in ends) == sorted(t["id"] for t in trials)
-    assert {e["status"] for e in ends} == {"FINISHED"}
-    grid = list(spaces.load(space).grid())
-    for config in grid:
-        assert sum(same_config(t["config"], config) for t in trials) == 1
-    # Epochs: each trial's 1..3 exactly once -> 12 = the budget, as without kills.
+    assert "INTERRUPTED" not in {e["status"] for e in ends}, ends  # every orphan continued
+    for t in trials:  # no configuration trained by two trials
+        assert sum(same_config(t["config"], u["config"]) for u in trials) == 1, t
     results = [(e["id"], int(e["epoch"])) for e in events if e["k"] == "result"]
-    assert len(results) == len(set(results)) == 12
-    assert {t["id"]: sorted(ep for i, ep in results if i == t["id"]) for t in trials} == {
-        t["id"]: [1, 2, 3] for t in trials
-    }
+    assert len(results) == len(set(results)) == budget
+    for t in trials:  # each trial's epochs 1..n, once
+        mine = sorted(ep for i, ep in results if i == t["id"])
+        assert mine == list(range(1, len(mine) + 1)), (t["id"], mine)
     manifest = Manifest.load(run_dir)
     assert manifest.status == "FINISHED"
     assert not (run_dir / LOCK).exists()  # taken over after each kill, released at the end
 
-    # MLflow: one parent, one child per trial, each epoch's metric exactly once.
-    client = MlflowClient(uri)
+    client = MlflowClient(manifest.tracking_uri)
     exp = client.get_experiment_by_name(manifest.experiment)
     assert exp is not None
     parents = client.search_runs([exp.experiment_id], "tags.`tune_app.kind` = 'search'")
@@ -150,12 +206,123 @@ def test_driver_kill_loop(ray_cluster: LocalCluster, tmp_path: Path) -> None:
     assert sorted(k.data.tags[TRIAL_TAG] for k in kids) == sorted(t["id"] for t in trials)
     for kid in kids:
         steps = [m.step for m in client.get_metric_history(kid.info.run_id, "val_accuracy")]
-        assert sorted(steps) == [1, 2, 3], steps
+        assert len(steps) == len(set(steps)), steps
         assert kid.info.status == "FINISHED"
     curve = client.get_metric_history(manifest.parent_run_id, "best_val_accuracy")
-    assert sorted(m.step for m in curve) == list(range(1, 13))
+    assert sorted(m.step for m in curve) == list(range(1, budget + 1))
     assert client.get_run(manifest.parent_run_id).info.status == "FINISHED"
+    return trials
+
+
+@pytest.mark.slow
+def test_driver_kill_loop(ray_cluster: LocalCluster, tmp_path: Path) -> None:
+    """grid with real training: the same 4 configurations, epochs 1..3 each, as
+    without the kills."""
+    space = grid_space(tmp_path)
+    task = "tests.test_resume:SlowDigits"
+    run_dir, events, progress = kill_loop("grid", task, space, ray_cluster.gcs_address, tmp_path)
+    trials = check_run(run_dir, events, 12)
+    assert len(trials) == 4
+    for config in spaces.load(space).grid():
+        assert sum(same_config(t["config"], config) for t in trials) == 1
+    results = [(e["id"], int(e["epoch"])) for e in events if e["k"] == "result"]
+    assert {t["id"]: sorted(ep for i, ep in results if i == t["id"]) for t in trials} == {
+        t["id"]: [1, 2, 3] for t in trials
+    }
     print(f"kill loop progress (recorded epochs after each driver): {progress}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["optuna", "asha", "dqn"])
+def test_driver_kill_loop_retrains_nothing(
+    strategy: str, ray_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """Searchers and a scheduler under 3 kills: besides :func:`check_run`, no
+    epoch is computed again except the one a trial had in flight when its driver
+    died: a trial that continues after a crash starts from its last checkpoint,
+    never from scratch (before, orphans the searcher re-proposed trained again
+    from epoch 1, and finished trials Tune's snapshot missed were retrained)."""
+    evals = tmp_path / "evals.jsonl"
+    space = wide_space(tmp_path, evals=str(evals))
+    task = "tests.test_resume:SlowCurve"
+    run_dir, events, progress = kill_loop(strategy, task, space, ray_cluster.gcs_address, tmp_path)
+    check_run(run_dir, events, 12)
+    computed = [json.loads(line) for line in evals.read_text().splitlines()]
+    per_config: dict[str, list[int]] = {}
+    for c in computed:
+        per_config.setdefault(json.dumps(c["config"], sort_keys=True), []).append(c["epoch"])
+    for key, epochs in per_config.items():  # never back to an earlier epoch
+        assert epochs == sorted(epochs), (key, epochs)
+    distinct = sum(len(set(e)) for e in per_config.values())
+    assert distinct == 12  # what was recorded: the budget
+    assert len(computed) - distinct <= KILLS * 2  # at most the epochs in flight at a kill
+    print(f"{strategy}: progress {progress}, {len(computed) - distinct} epoch(s) recomputed")
+
+
+@pytest.mark.slow
+def test_resume_at_once_after_an_embedded_ray_driver_was_killed(
+    ray_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """A driver on its own embedded Ray is SIGKILLed; its Ray's dashboard and agents
+    keep their loopback ports for a while. A resume started at once (its own
+    embedded Ray) must still start and finish the run."""
+    evals = tmp_path / "evals.jsonl"
+    space = grid_space(tmp_path, evals=str(evals))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    storage = tmp_path / "runs"
+    args = ["grid", "tests.test_resume:SlowCurve", str(space), uri, str(storage), ""]
+    log = tmp_path / "drivers.log"
+    ray_tmp = tempfile.mkdtemp(prefix="rk", dir="/tmp")  # short: Ray's socket paths
+    try:
+        proc = start(args, log, RAY_TMPDIR=ray_tmp)
+        deadline = time.monotonic() + 150
+        while len(recorded(storage)[1]) < 2 and proc.poll() is None:
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
+        assert proc.poll() is None, "the search finished before the planned kill"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        listening = _listening_ports(ray_tmp)  # the dead driver's Ray still holds some
+        resumed = start(args, log, RAY_TMPDIR=ray_tmp)
+        assert resumed.wait(timeout=240) == 0, log.read_text()[-4000:]
+    finally:
+        stop_cluster(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    run_dir = recorded(storage)[0]
+    assert run_dir is not None
+    events = Journal(run_dir / JOURNAL).read()
+    check_run(run_dir, events, 12)
+    assert listening, "the killed driver's Ray held no port: the window was not tested"
+
+
+def _listening_ports(marker: str) -> set[int]:
+    """The TCP ports that processes whose command line holds ``marker`` listen on."""
+    inodes = set()
+    for pid in _processes_of(marker):
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def tune_snapshot(searcher: Searcher, fresh: Searcher, path: Path) -> None:
+    """Save ``searcher`` as Tune saves it with an experiment snapshot (wrappers'
+    ``get_state``, the innermost searcher's ``save``) and restore ``fresh`` from it
+    as ``Tuner.restore`` does."""
+    from ray.tune.search import ConcurrencyLimiter, SearchGenerator
+
+    path.mkdir()
+    SearchGenerator(ConcurrencyLimiter(searcher, 2)).save_to_dir(str(path), "snapshot")
+    SearchGenerator(ConcurrencyLimiter(fresh, 2)).restore_from_dir(str(path))
 
 
 def _value(config: dict[str, object]) -> float:
@@ -251,11 +418,70 @@ def test_trials_that_finished_after_the_snapshot_are_not_trained_again(
         if name != "grid":  # grid has no more configs in this 8-point space than it walks
             assert proposed == original.suggest("t4")
         # a later snapshot keeps the id map, so the completion reaches the right trial
-        restored.save(str(tmp_path / "later"))
         again = ResumableSearcher(make(), None, "replay-run")
-        again.restore(str(tmp_path / "later"))
+        tune_snapshot(restored, again, tmp_path / "later")
         assert again.inner == {"n0": "n0~2"}
         again.on_trial_complete("n0", {"val_accuracy": _value(proposed), "epoch": 3})
         assert again.inner == {}
     finally:
         live.release("replay-run")
+
+
+@pytest.mark.parametrize("name", strategies.names("searcher"))
+def test_orphans_continue_first_and_their_configs_are_not_trained_again(
+    name: str, tmp_path: Path
+) -> None:
+    """After Tune's last snapshot the dead driver started t2 (still training: an
+    orphan) and ran t3 to the end. On resume t2's configuration runs first, as a
+    trial continuing t2; the searcher's own proposal of it is linked to that trial
+    and told its result when it ends; t3's is told at once; the searcher then
+    proposes what an uninterrupted one would, and nothing is handed to Tune twice."""
+    from types import SimpleNamespace
+
+    from tune_app.run import live
+    from tune_app.run.resume import ResumableSearcher
+    from tune_app.tracking.state import RunState
+
+    space = spaces.load(DIGITS)
+
+    def make() -> Searcher:
+        return strategies.build_searcher(name, space, "val_accuracy", "max", 7)
+
+    original = GuardedSearcher(make())
+    for i in range(2):
+        config = original.suggest(f"t{i}")
+        original.on_trial_complete(f"t{i}", {"val_accuracy": _value(config), "epoch": 3})
+    snapshot = str(tmp_path / "snapshot")
+    original.save(snapshot)
+    orphan = original.suggest("t2")  # started after the snapshot, never finished
+    late = original.suggest("t3")  # started and finished after the snapshot
+    original.on_trial_complete("t3", {"val_accuracy": _value(late), "epoch": 3})
+    state = RunState("val_accuracy", "max")
+    state.orphans = [("t2", dict(orphan))]
+    state.replays = [("t3", dict(late), _value(late), 3)]
+    aliases: list[tuple[str, str]] = []
+    recorder = SimpleNamespace(state=state, alias=lambda new, old: aliases.append((new, old)))
+    live.register("orphan-run", live.Live(recorder))  # type: ignore[arg-type]
+    try:
+        restored = ResumableSearcher(make(), None, "orphan-run")
+        restored.restore(snapshot)
+        first = restored.suggest("n0")
+        assert first == orphan and aliases == [("n0", "t2")] and state.orphans == []
+        second = restored.suggest("n1")
+        assert isinstance(second, dict)
+        assert not any(same_config(second, c) for c in (orphan, late))  # nothing twice
+        assert state.replays == []
+        if name != "dqn":  # the controller's walkers may revisit boxes by design
+            assert restored.linked == {"n0": "n1"}  # its own proposal of the orphan
+            assert second == original.suggest("t4")  # as without the crash
+        # A snapshot now keeps the maps; the orphan's end reaches the linked proposal.
+        again = ResumableSearcher(make(), None, "orphan-run")
+        tune_snapshot(restored, again, tmp_path / "later")
+        assert again.continued == {"n0": ("t2", orphan)}
+        assert again.linked == restored.linked
+        again.on_trial_complete("n0", {"val_accuracy": _value(orphan), "epoch": 3})
+        assert again.continued == {} and again.linked == {}
+        if name == "dqn" and not restored.linked:  # not proposed again: kept as a replay
+            assert [r[0] for r in state.replays] == ["t2"]
+    finally:
+        live.release("orphan-run")

@@ -18,7 +18,7 @@ from tune_app.benchmarks import get
 from tune_app.errors import TaskError
 from tune_app.strategies.pbt import PopulationSearcher, SeededPBT, mutable, perturb
 from tune_app.tasks.digits_mlp import DigitsMLP
-from tune_app.tasks.loop import LOOKUP_STATE, TrialSpec, _optimizer, _restore, look_up, train
+from tune_app.tasks.loop import META, TrialSpec, _optimizer, _restore, look_up, train
 
 SPACE = spaces.load(DIGITS)
 
@@ -130,7 +130,7 @@ class _LookupReporter:
 
     def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
         self.reports.append(metrics)
-        self.states.append(json.loads((Path(checkpoint_dir or "") / LOOKUP_STATE).read_text()))
+        self.states.append(json.loads((Path(checkpoint_dir or "") / META).read_text()))
 
     def checkpoint_dir(self) -> Any:
         from ray.train import Checkpoint
@@ -143,7 +143,7 @@ class _LookupReporter:
 
 def test_a_lookup_trial_continues_its_parents_epoch_with_its_own_config(tmp_path: Path) -> None:
     bench = get("branin_mf")
-    (tmp_path / LOOKUP_STATE).write_text(json.dumps({"epoch": 6, "trial_id": "parent"}))
+    (tmp_path / META).write_text(json.dumps({"epoch": 6, "trial_id": "parent"}))
     rec = _LookupReporter(tmp_path)
     spec = TrialSpec(task=bench, seed=0, max_epochs=bench.max_epochs, num_workers=0)
     look_up({"x1": 3.0, "x2": 2.0}, bench, spec, "child", rec)

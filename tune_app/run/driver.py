@@ -174,11 +174,17 @@ def _start_recording(
         print(f"tune_app: sending {len(outbox.pending)} journaled MLflow write(s)", flush=True)
     outbox.start()  # MLflow writes leave Tune's event loop: a slow server never holds it up
     ledger = start_ledger(key, req.budget_epochs, lockstep=plan.scheduler is not None)
-    recorded = {tid: rec.epochs for tid, rec in state.trials.items()}
+    recorded = {tid: max(rec.epochs, rec.charged) for tid, rec in state.trials.items()}
     ended = [t for t, r in state.trials.items() if r.ended]
     # Not awaited: the actor starts while Tune sets up, and this driver's calls
     # reach it in order (the seed lands before the searcher's first request).
-    ledger.seed.remote(recorded, ended, dict(state.aliases))
+    # A trial Tune restores although it ended after the snapshot reports this again.
+    finals = {
+        tid: {plan.metric: rec.last, "epoch": rec.epochs, "diverged": int(rec.diverged)}
+        for tid, rec in state.trials.items()
+        if rec.ended
+    }
+    ledger.seed.remote(recorded, ended, dict(state.aliases), finals)
     recorder = TrackingCallback(
         outbox,
         state,
@@ -312,6 +318,7 @@ def _tuner(
         cpus_per_worker=placement.cpus_per_worker,
         gpus_per_worker=placement.gpus_per_worker,
         storage_path=str(run_dir / "train"),
+        tune_dir=str(run_dir / "tune"),
         max_failures=req.max_failures,
         ledger=ledger,
         checkpoints_to_tune=bool(scheduler_name and plugin(scheduler_name).copies_trials),
@@ -413,7 +420,7 @@ def _finish(
                 f"final_best_{metric}": state.best,
                 "trials": len(trials),
                 "wall_time_s": wall,
-                "epochs_spent_total": state.epochs_spent,
+                "epochs_spent_total": state.charged,
             },
             "tags": {"tune_app.best_config": repr(best_config)},
         }
@@ -436,7 +443,7 @@ def _finish(
         best_config=best_config,
         trials=trials,
         history=history,
-        epochs_spent=state.epochs_spent,
+        epochs_spent=state.charged,
         budget_epochs=plan.request.budget_epochs,
         wall_time_s=wall,
         mlflow_run_id=manifest.parent_run_id,

@@ -24,18 +24,22 @@ class EpochLedger:
         self.aliases: dict[str, str] = {}
         self.floor: dict[str, int] = {}
         self.closed: set[str] = set()
+        self.finals: dict[str, dict[str, float]] = {}
 
     def seed(
         self,
         recorded: dict[str, int],
         ended: list[str],
         aliases: dict[str, str] | None = None,
+        finals: dict[str, dict[str, float]] | None = None,
     ) -> None:
         """Resume: epochs ``1..recorded[t]`` of every journaled trial are spent;
         ``ended`` trials get no more epochs (Tune may restart them from an
-        older snapshot); ``aliases`` (Tune id -> first id) of re-suggested
-        trials keep charging their first id."""
+        older snapshot: they report their recorded ``finals`` result instead);
+        ``aliases`` (Tune id -> first id) of continued trials keep charging their
+        first id."""
         self.aliases.update(aliases or {})
+        self.finals.update(finals or {})
         for tid, epochs in recorded.items():
             self.granted[tid] = set(range(1, epochs + 1))
             self.floor[tid] = epochs
@@ -49,6 +53,15 @@ class EpochLedger:
         if new_id in self.open:
             self.open.discard(new_id)
             self.open.add(old_id)
+
+    def start(self, trial_id: str) -> tuple[list[str], int, dict[str, float] | None]:
+        """What a (re)starting trial needs after a resume: its lineage (the trial it
+        continues, see :meth:`alias`, else itself; then every id charged to it),
+        the epochs recorded for it before the crash, and, if it already ended, its
+        recorded final result (it reports that instead of training again)."""
+        first = self.aliases.get(trial_id, trial_id)
+        lineage = [first, *sorted(t for t, o in self.aliases.items() if o == first)]
+        return lineage, self.floor.get(first, 0), self.finals.get(first)
 
     def reserve(self, trial_id: str, epoch: int) -> bool:
         """Hold ``epoch`` for a resumed trial (what the crashed driver had granted)."""
@@ -86,9 +99,12 @@ class EpochLedger:
         self.decisions[trial_id] = (epoch, decision)
 
     def restart(self, trial_id: str, reported_epochs: int) -> None:
-        """A (re)started trial may train the epoch after its last reported one."""
+        """A (re)started trial may train the epoch after its last reported one (or
+        after the last one recorded before a crash: a trial continuing an orphan
+        starts from its checkpoint, not from epoch 1)."""
         trial_id = self.aliases.get(trial_id, trial_id)
-        self.decisions[trial_id] = (reported_epochs, CONTINUE)
+        seen = max(reported_epochs, self.floor.get(trial_id, 0))
+        self.decisions[trial_id] = (seen, CONTINUE)
 
     def settle(self, trial_id: str, reported_epochs: int) -> None:
         """A trial ended after reporting ``reported_epochs``: release later grants."""

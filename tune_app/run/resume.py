@@ -12,17 +12,20 @@ A run directory holds everything needed to continue:
 ones continue from their last checkpoint, the searcher continues where it was)
 and rebuilds the driver's state and the epoch ledger from the journal, which is
 never older than Tune's snapshot. Trials the dead driver started after Tune's
-last snapshot (*orphans*) are matched to the searcher's next suggestions: a
-deterministic searcher re-suggests the same configuration, which then continues
-the orphan's record and MLflow child run instead of creating a second one.
-Trials that started *and finished* after the snapshot (*replays*) are never
-trained again: when the searcher proposes one of their configurations, it is told
-the recorded result instead, and asked again.
+last snapshot and did not finish (*orphans*) are run first, each as a new Tune
+trial with the orphan's configuration that continues its record, its MLflow child
+run, its epochs in the ledger and its latest checkpoint (the training loop finds
+it in the orphan's trial directory), so nothing is trained twice. Trials that
+started *and finished* after the snapshot (*replays*) are never trained again:
+when the searcher proposes one of their configurations, it is told the recorded
+result instead, and asked again; a configuration an orphan is still training is
+told the orphan's result when it ends. An orphan's result reaches the searcher
+only through such a proposal (the searcher never proposed it in its restored
+state), as a deterministic searcher would have made.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import re
@@ -35,12 +38,11 @@ from ray.tune.search import Searcher
 from tune_app.errors import ConfigError
 from tune_app.run import live
 from tune_app.run.request import SearchRequest, same_search_fields
-from tune_app.strategies.base import GuardedSearcher
+from tune_app.strategies.base import GuardedSearcher, metric_value
 from tune_app.tracking.callback import TrackingCallback
 
 MANIFEST = "run.json"
 MANIFEST_VERSION = 2
-_ENVELOPE = "tune_app.inner_trial_ids"
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -161,8 +163,9 @@ def same_config(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 class ResumableSearcher(GuardedSearcher):
-    """:class:`GuardedSearcher` that maps re-suggested orphan trials back to
-    their first trial id (see the module docstring).
+    """:class:`GuardedSearcher` that continues orphans first and never lets the
+    wrapped searcher's proposals retrain what the dead driver trained (see the
+    module docstring).
 
     Tune pickles it into the experiment state; it finds the live driver's
     recorder by ``key`` (:mod:`tune_app.run.live`), so a restored copy works too.
@@ -173,9 +176,15 @@ class ResumableSearcher(GuardedSearcher):
         self.key = key
         # Tune trial id -> the id the wrapped searcher knows it by (after replays)
         self.inner: dict[str, str] = {}
+        # Tune trial id -> (orphan id, config): a trial continuing an orphan
+        self.continued: dict[str, tuple[str, dict[str, Any]]] = {}
+        # continuing trial -> the wrapped searcher's id of the same configuration,
+        # proposed again while the orphan still trains: told its result at the end
+        self.linked: dict[str, str] = {}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state.setdefault("inner", {})  # pickled by a version without replays
+        for name in ("inner", "continued", "linked"):  # pickled by an older version
+            state.setdefault(name, {})
         self.__dict__.update(state)
 
     @property
@@ -184,36 +193,59 @@ class ResumableSearcher(GuardedSearcher):
         return live.lookup(self.key).recorder
 
     def suggest(self, trial_id: str) -> Any:
-        """The wrapped searcher's next config; re-suggested orphans keep their record."""
+        """An orphan to continue (with its own config), else the wrapped searcher's
+        next configuration that nobody trained yet."""
         live.lookup(self.key).attach(self.searcher)  # the searcher Tune really uses
-        config = self._skip_replays(trial_id, super().suggest(trial_id))
-        orphans = self.recorder.state.orphans
-        if not orphans or not isinstance(config, dict):
-            return config
-        old_id, old_config = orphans[0]
+        if self.recorder.state.orphans:
+            return self._continue_orphan(trial_id)
+        return self._skip_known(trial_id, super().suggest(trial_id))
+
+    def _continue_orphan(self, trial_id: str) -> Any:
+        """Run the first orphan again as ``trial_id``: its record, its MLflow child
+        run, its epochs in the ledger and its checkpoint carry on."""
         import ray
 
-        if same_config(config, old_config):
-            orphans.pop(0)
+        old_id, config = self.recorder.state.orphans[0]
+        if self.ledger is not None:
             ray.get(self.ledger.alias.remote(trial_id, old_id))
-            self.recorder.alias(trial_id, old_id)
-        else:  # the searcher went another way: the orphans cannot be continued
-            drop_orphans(self.recorder, self.ledger)
-        return config
+        if (
+            self.ledger is not None
+            and ray.get(self.ledger.acquire.remote(trial_id, 1)) != "granted"
+        ):
+            # It recorded no epoch and the budget is spent: nothing to continue.
+            _, pending = ray.get(self.ledger.state.remote())
+            return None if pending else Searcher.FINISHED
+        self.recorder.state.orphans.pop(0)
+        self.recorder.alias(trial_id, old_id)
+        self.continued[trial_id] = (old_id, dict(config))
+        return dict(config)
 
-    def _skip_replays(self, trial_id: str, config: Any) -> Any:
-        """Tell the searcher the recorded result of every configuration it proposes
-        that the dead driver already trained to the end; return the first new one."""
+    def _skip_known(self, trial_id: str, config: Any) -> Any:
+        """Ask again while the wrapped searcher proposes a configuration the dead
+        driver trained: one that finished is told its recorded result at once (a
+        *replay*), one an orphan is still training is told when it ends. Return
+        the first new configuration."""
         replays = self.recorder.state.replays
         n = 0
-        while isinstance(config, dict) and replays:
+        while isinstance(config, dict):
             match = next((r for r in replays if same_config(config, r[1])), None)
-            if match is None:
+            running = next(
+                (
+                    t
+                    for t, (_, c) in self.continued.items()
+                    if t not in self.linked and same_config(config, c)
+                ),
+                None,
+            )
+            if match is None and running is None:
                 break
-            replays.remove(match)
-            _, _, value, epochs = match
-            done = {"training_iteration": epochs, "epoch": epochs, self.searcher.metric: value}
-            self.searcher.on_trial_complete(self.inner.pop(trial_id, trial_id), done)
+            asked = self.inner.pop(trial_id, trial_id)
+            if match is not None:
+                replays.remove(match)
+                _, _, value, epochs = match
+                self.searcher.on_trial_complete(asked, _done(self.searcher.metric, value, epochs))
+            else:
+                self.linked[str(running)] = asked
             n += 1
             self.inner[trial_id] = f"{trial_id}~{n}"
             config = self.searcher.suggest(self.inner[trial_id])
@@ -224,41 +256,51 @@ class ResumableSearcher(GuardedSearcher):
         return config
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        """Forward under the id the wrapped searcher knows."""
+        """Forward under the id the wrapped searcher knows (none: a continued orphan
+        it has not proposed again)."""
+        if trial_id in self.continued:
+            if trial_id in self.linked:
+                super().on_trial_result(self.linked[trial_id], result)
+            return
         super().on_trial_result(self.inner.get(trial_id, trial_id), result)
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
-        """Forward under the id the wrapped searcher knows."""
+        """Forward under the id the wrapped searcher knows. A continued orphan's
+        result goes to the proposal linked to it, else waits as a replay."""
+        if trial_id in self.continued:
+            old_id, config = self.continued.pop(trial_id)
+            asked = self.linked.pop(trial_id, None)
+            if asked is not None:
+                super().on_trial_complete(asked, result, error)
+                return
+            value = None if error else metric_value(result, self.searcher.metric)
+            if value is not None:
+                epochs = int((result or {}).get("epoch", 0))
+                self.recorder.state.replays.append((old_id, config, value, epochs))
+            return
         super().on_trial_complete(self.inner.pop(trial_id, trial_id), result, error)
 
-    def save(self, checkpoint_path: str) -> None:
-        """The wrapped searcher's state, enveloped with the id map when there is one
-        (Tune keeps only this one file per snapshot)."""
-        super().save(checkpoint_path)
-        if self.inner:
-            path = Path(checkpoint_path)
-            state = base64.b64encode(path.read_bytes()).decode()
-            path.write_text(json.dumps({_ENVELOPE: dict(self.inner), "state": state}))
+    def get_state(self) -> dict[str, Any]:
+        """The id maps. Tune saves a wrapper's ``get_state`` with its experiment
+        snapshot and the innermost searcher's own ``save`` file beside it."""
+        return {
+            "inner": dict(self.inner),
+            "continued": {t: (o, dict(c)) for t, (o, c) in self.continued.items()},
+            "linked": dict(self.linked),
+        }
 
-    def restore(self, checkpoint_path: str) -> None:
-        """Read what :meth:`save` wrote (with or without the envelope)."""
-        path = Path(checkpoint_path)
-        try:
-            envelope = json.loads(path.read_bytes())
-        except (ValueError, UnicodeDecodeError):
-            envelope = None
-        if not (isinstance(envelope, dict) and _ENVELOPE in envelope):
-            super().restore(checkpoint_path)
-            return
-        self.inner = dict(envelope[_ENVELOPE])
-        inner = path.with_name(path.name + ".inner")
-        inner.write_bytes(base64.b64decode(envelope["state"]))
-        try:
-            super().restore(str(inner))
-        finally:
-            inner.unlink(missing_ok=True)
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Read what :meth:`get_state` returned."""
+        self.inner = dict(state.get("inner", {}))
+        self.continued = {t: (o, dict(c)) for t, (o, c) in state.get("continued", {}).items()}
+        self.linked = dict(state.get("linked", {}))
+
+
+def _done(metric: str, value: float, epochs: int) -> dict[str, Any]:
+    """A recorded result as Tune would have handed it to the searcher."""
+    return {"training_iteration": epochs, "epoch": epochs, metric: value}
 
 
 def drop_orphans(recorder: TrackingCallback, ledger: Any) -> None:
@@ -282,6 +324,9 @@ def reconcile(recorder: TrackingCallback, ledger: Any, trials: list[Any], max_ep
     for tid, rec in sorted(state.trials.items(), key=lambda kv: kv[1].index):
         if tid in restored:
             continue
+        if not rec.ended and rec.epochs >= max_epochs:  # trained to the end: it finished
+            recorder.complete(tid)
+            ray.get(ledger.settle.remote(tid, rec.epochs))
         if not rec.ended:
             state.orphans.append((tid, dict(rec.config)))
         elif rec.status == "FINISHED" and math.isfinite(rec.last):
@@ -306,6 +351,6 @@ def reconcile(recorder: TrackingCallback, ledger: Any, trials: list[Any], max_ep
     if state.orphans:
         print(
             f"tune_app: resume: {len(state.orphans)} trial(s) started after Tune's last "
-            f"snapshot; they continue when the searcher proposes them again",
+            f"snapshot; they continue first, from their last checkpoints",
             flush=True,
         )

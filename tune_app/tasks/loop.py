@@ -55,7 +55,8 @@ TRAIN_ENV_DEFAULTS = {
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
 }
 STATE_FILE = "state.pt"
-LOOKUP_STATE = "lookup.json"  # a lookup objective's checkpoint: its epoch and trial
+META = "epoch.json"  # in every checkpoint: its epoch and the trial that trained it
+# (all of a lookup objective's checkpoint; beside STATE_FILE for a trained model)
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 
 
@@ -76,6 +77,7 @@ class TrialSpec:
     # Over Ray Train: hand Tune every checkpoint, for schedulers that copy trials
     # (PBT); otherwise Train keeps them and Tune gets the metrics only.
     checkpoints_to_tune: bool = False
+    tune_dir: str = ""  # the run's Tune experiment directory (orphans' checkpoints)
 
 
 class _Reporter(Protocol):
@@ -95,6 +97,9 @@ class _TuneReporter:
     rank = 0
     world_size = 1
 
+    def __init__(self, initial: Any = None) -> None:
+        self.initial = initial  # a checkpoint to start from when Tune has none
+
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         from ray import tune
 
@@ -104,7 +109,7 @@ class _TuneReporter:
     def checkpoint_dir(self) -> Any:
         from ray import tune
 
-        return tune.get_checkpoint()
+        return tune.get_checkpoint() or self.initial
 
     def broadcast(self, value: Any) -> Any:
         return value
@@ -144,12 +149,19 @@ def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
     """Tune function trainable: one configuration, trained for up to ``max_epochs``."""
     from ray import tune
 
-    trial_id = tune.get_context().get_trial_id() or "trial"
+    # After a resume, a trial may continue one the dead driver started (an orphan):
+    # it then trains under that trial's id, from that trial's last checkpoint.
+    lineage, recorded, final = _start(spec, tune.get_context().get_trial_id() or "trial")
+    if final is not None:  # Tune restored a trial that ended after its snapshot
+        tune.report(final)
+        return
+    trial_id = lineage[0]
     if isinstance(spec.task, LookupObjective):  # nothing to train, no workers needed
-        look_up(config, spec.task, spec, trial_id, _TuneReporter())
+        initial = _orphan(spec, lineage, recorded)
+        look_up(config, spec.task, spec, trial_id, _TuneReporter(initial))
         return
     if spec.num_workers == 0:
-        train(config, spec, trial_id, _TuneReporter())
+        train(config, spec, trial_id, _TuneReporter(_orphan(spec, lineage, recorded)))
         return
 
     for key, value in TRAIN_ENV_DEFAULTS.items():
@@ -158,6 +170,41 @@ def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
         _fit_reporting_checkpoints(config, spec, trial_id)
     else:
         _trainer(config, spec, trial_id, None, f"train-{trial_id}", _tune_report_callback()).fit()
+
+
+def _start(spec: TrialSpec, trial_id: str) -> tuple[list[str], int, dict[str, float] | None]:
+    """The ledger's :meth:`~tune_app.run.ledger.EpochLedger.start` (no ledger: a
+    fresh trial)."""
+    if spec.ledger is None:
+        return [trial_id], 0, None
+    import ray
+
+    lineage, recorded, final = ray.get(spec.ledger.start.remote(trial_id))
+    return [str(t) for t in lineage], int(recorded), final
+
+
+def _orphan(spec: TrialSpec, lineage: list[str], recorded: int) -> Any:
+    """The checkpoint of the latest epoch, at most ``recorded``, that Tune saved
+    for any trial of ``lineage`` under the run's ``tune_dir``, or None.
+
+    Used only when Tune has no checkpoint of this trial itself: a trial continuing
+    one a dead driver started (an *orphan*) finds the orphan's checkpoints in trial
+    directories the resumed Tune does not know. A checkpoint saved after the last
+    result the journal holds is skipped: that epoch is trained again, so its result
+    is recorded.
+    """
+    from ray import tune
+
+    if not spec.tune_dir or tune.get_checkpoint() is not None or len(lineage) < 2:
+        return None
+    best: tuple[int, str] | None = None
+    for tid in lineage:
+        for path in Path(spec.tune_dir).glob(f"*_{tid}_*/checkpoint_*/{META}"):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                found = (int(json.loads(path.read_text())["epoch"]), str(path.parent))
+                if found[0] <= recorded and (best is None or found > best):
+                    best = found
+    return None if best is None else tune.Checkpoint.from_directory(best[1])
 
 
 def _tune_report_callback() -> Any:
@@ -315,7 +362,7 @@ def look_up(
     ckpt = reporter.checkpoint_dir()
     if ckpt is not None:  # paused, resumed or (PBT) exploited: continue from its epoch
         with ckpt.as_directory() as d:
-            path = Path(d) / LOOKUP_STATE
+            path = Path(d) / META
             if path.exists():
                 state = json.loads(path.read_text())
                 start, parent = int(state["epoch"]), str(state.get("trial_id", trial_id))
@@ -331,7 +378,7 @@ def look_up(
             report.update(_inherited(parent, trial_id, start))
         with tempfile.TemporaryDirectory() as tmp:
             state = {"epoch": epoch, "trial_id": trial_id}
-            (Path(tmp) / LOOKUP_STATE).write_text(json.dumps(state))
+            (Path(tmp) / META).write_text(json.dumps(state))
             reporter.report(report, tmp)
         if diverged:
             return
@@ -484,6 +531,7 @@ def train(hparams: Mapping[str, Any], spec: TrialSpec, trial_id: str, reporter: 
                     },
                     Path(tmp) / STATE_FILE,
                 )
+                (Path(tmp) / META).write_text(json.dumps({"epoch": epoch, "trial_id": trial_id}))
                 ckpt = tmp
             reporter.report(report, ckpt)
         if diverged:

@@ -78,8 +78,8 @@ class TrackingCallback(tune.Callback):
 
     @property
     def epochs_spent(self) -> int:
-        """Epochs recorded so far."""
-        return self.state.epochs_spent
+        """Epochs the budget paid for so far (recorded, and failed ones)."""
+        return self.state.charged
 
     def better(self, a: float, b: float) -> bool:
         """Whether ``a`` beats ``b``."""
@@ -177,13 +177,20 @@ class TrackingCallback(tune.Callback):
             return
         if rec.diverged and status == "FINISHED":
             status = "DIVERGED"
-        event = {"k": "end", "id": rec.trial_id, "status": status, "epochs": rec.epochs}
+        event: dict[str, Any] = {
+            "k": "end",
+            "id": rec.trial_id,
+            "status": status,
+            "epochs": rec.epochs,
+        }
+        if status == "FAILED":  # the epoch it failed in was charged (BudgetCallback)
+            event["charged"] = min(rec.epochs + 1, self.max_epochs)
         if error:
             event["error"] = error[-4000:]
         self._record(event)
         self._say(
             f"trial {rec.index} {status.lower()}: {rec.epochs} epoch(s), {self.metric} "
-            f"{_fmt(rec.last)} | budget {self.state.epochs_spent}/{self.budget} epochs | "
+            f"{_fmt(rec.last)} | budget {self.state.charged}/{self.budget} epochs | "
             f"best {_fmt(self.state.best)}"
         )
 
@@ -191,11 +198,17 @@ class TrackingCallback(tune.Callback):
         """From now on, results of Tune trial ``new_id`` continue trial ``old_id``."""
         self._record({"k": "alias", "id": new_id, "to": old_id})
         rec = self.state.trials[old_id]
-        self._say(f"trial {rec.index} re-suggested after the crash; it continues as {new_id}")
+        self._say(f"trial {rec.index} continues after the crash as {new_id}")
+
+    def complete(self, trial_id: str) -> None:
+        """Close a trial the crashed driver saw train its last epoch, not end."""
+        self._finish(trial_id, "FINISHED")
 
     def interrupt(self, trial_id: str) -> None:
         """Close a trial the crashed driver started and the resumed one cannot continue."""
-        self._finish(trial_id, "INTERRUPTED", "the driver died and the searcher did not re-suggest")
+        self._finish(
+            trial_id, "INTERRUPTED", "the driver died and no budget was left to continue it"
+        )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """Close the child run as FINISHED (or DIVERGED)."""

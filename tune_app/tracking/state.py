@@ -32,6 +32,7 @@ class TrialRecord:
     node_ids: set[str] = field(default_factory=set)
     started: float = field(default_factory=time.time)
     error: str = ""
+    charged: int = 0  # epochs the budget paid: recorded, plus a failed trial's last
 
     @property
     def ended(self) -> bool:
@@ -47,7 +48,8 @@ class RunState:
         self.trials: dict[str, TrialRecord] = {}
         self.aliases: dict[str, str] = {}
         self.history: list[dict[str, Any]] = []
-        self.epochs_spent = 0
+        self.epochs_spent = 0  # epochs recorded (the x axis of the run's history)
+        self.epochs_failed = 0  # epochs charged to trials that failed in them
         self.best = math.nan
         self.start = time.time()
         self.elapsed_before = 0.0  # wall time of earlier (crashed) drivers
@@ -94,6 +96,14 @@ class RunState:
             status = str(event["status"])
             rec.status = status if status in ("FAILED", "INTERRUPTED") else "FINISHED"
             rec.error = str(event.get("error", ""))
+            rec.charged = max(rec.epochs, int(event.get("charged", rec.epochs)))
+            self.epochs_failed += rec.charged - rec.epochs
+
+    @property
+    def charged(self) -> int:
+        """Epochs the budget paid for: those recorded, plus the epoch each failed
+        trial failed in (trained, so charged; see :class:`BudgetCallback`)."""
+        return self.epochs_spent + self.epochs_failed
 
     def _result(self, event: dict[str, Any]) -> None:
         rec = self.trials[str(event["id"])]
