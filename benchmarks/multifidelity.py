@@ -35,7 +35,7 @@ import pandas as pd
 from tune_app.benchmarks import get
 from tune_app.comparison import report
 
-STRATEGIES = "random,asha,hyperband,evolution,lce,bohb,pbt"
+STRATEGIES = "random,asha,hyperband,evolution,lce,bohb,pbt,pb2"
 BASELINES = "random,asha,hyperband"
 
 

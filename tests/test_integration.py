@@ -42,9 +42,10 @@ def check_tracking(uri: str, result: SearchResult) -> None:
 
 # pbt runs end to end over a Ray Train worker in tests/test_pbt.py, with more checks
 # (weights inherited, parents in MLflow); once is enough for its worker-group restarts.
-# evolution and lce decide on the driver only, like random and asha: their trials
-# train inside the Tune trial, which saves a Ray Train start-up (~14 s) per trial.
-IN_TRIAL = ("evolution", "lce")
+# evolution and lce decide on the driver only, like random and asha, and pb2 differs
+# from pbt only there: their trials train inside the Tune trial, which saves a Ray
+# Train start-up (~14 s) per trial.
+IN_TRIAL = ("evolution", "lce", "pb2")
 
 
 @pytest.mark.parametrize("strategy", [n for n in strategies.names() if n != "pbt"])

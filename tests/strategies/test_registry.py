@@ -34,7 +34,14 @@ def test_bad_names_list_valid_ones(strategy: str, scheduler: str | None, needle:
 
 # The fewest epochs a trial costs: stopped after one (halving), after lce's
 # min_epochs (3 here: the whole trial), never stopped (pbt copies, it does not stop).
-FEWEST = {"hyperband": 1, "asha": 1, "bohb": 1, "lce": 3, "pbt": SPACE.max_epochs}
+FEWEST = {
+    "hyperband": 1,
+    "asha": 1,
+    "bohb": 1,
+    "lce": 3,
+    "pbt": SPACE.max_epochs,
+    "pb2": SPACE.max_epochs,
+}
 
 
 @pytest.mark.parametrize("name", strategies.names("scheduler"))
@@ -49,7 +56,7 @@ def test_schedulers_with_their_own_searcher_compose_with_no_other() -> None:
     assert strategies.resolve("bohb").label == "bohb"
     assert strategies.resolve("pbt").label == "pbt"
     assert strategies.resolve("optuna", "lce").label == "optuna+lce"  # lce composes
-    for name in ("bohb", "pbt"):
+    for name in ("bohb", "pbt", "pb2"):
         with pytest.raises(ConfigError, match=f"run it as --strategy {name}"):
             strategies.resolve("optuna", name)
     assert "bohb" not in strategies.names("searcher")  # not in the searcher contract
@@ -58,7 +65,7 @@ def test_schedulers_with_their_own_searcher_compose_with_no_other() -> None:
 def test_only_schedulers_that_copy_trials_ask_train_for_every_checkpoint() -> None:
     # Handing Tune each Ray Train checkpoint costs two queue actors per trial.
     copying = [n for n in strategies.names("scheduler") if strategies.plugin(n).copies_trials]
-    assert copying == ["pbt"]
+    assert copying == ["pbt", "pb2"]
 
 
 @pytest.mark.parametrize(
@@ -70,6 +77,8 @@ def test_only_schedulers_that_copy_trials_ask_train_for_every_checkpoint() -> No
         ("scheduler", "pbt", {"population": 4}, "pass it as --opt population"),
         ("scheduler", "pbt", {"mutate": "lr,width"}, r"'mutate' names \['width'\]"),
         ("scheduler", "pbt", {"perturbation_interval": 3}, "leaves no exploit before"),
+        ("scheduler", "pb2", {"resample_probability": 0.5}, "unknown option"),
+        ("scheduler", "pb2", {"quantile_fraction": 0.9}, r"pb2: 'quantile_fraction'"),
         ("scheduler", "lce", {"threshold": 1.5}, "'threshold' must be a probability"),
         ("scheduler", "lce", {"min_epochs": 2}, "'min_epochs' must be an integer >= 3"),
         ("searcher", "evolution", {"tournament": 9}, "'tournament' must be an integer in 1"),

@@ -5,8 +5,8 @@
 *searcher* proposes configurations; a *scheduler* stops or pauses trials early.
 They compose: ``build("optuna", scheduler="asha")``. Naming a scheduler as the
 strategy is a preset for random search under that scheduler, except for the
-schedulers that bring their own searcher (``bohb``: its KDE model; ``pbt``: its
-first generation), which compose with no other searcher.
+schedulers that bring their own searcher (``bohb``: its KDE model; ``pbt`` and
+``pb2``: their first generation), which compose with no other searcher.
 
 Modules are imported lazily by name (as Ray Tune's own registry does), so the
 registry, the CLI's parser and the ``strategies`` listing (with every option)
@@ -149,6 +149,14 @@ REGISTRY: dict[str, StrategyInfo] = {
             "tune_app.strategies.pbt",
             "population-based training: the worst copy the best's weights, perturbed",
             opts.PBTOptions,
+            own_searcher=True,
+        ),
+        StrategyInfo(
+            "pb2",
+            "scheduler",
+            "tune_app.strategies.pb2",
+            "population-based bandits: PBT whose explore step is a GP bandit (UCB)",
+            opts.PB2Options,
             own_searcher=True,
         ),
     )

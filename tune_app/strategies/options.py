@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from tune_app.errors import ConfigError
 
@@ -354,11 +354,14 @@ class BOHBOptions:
 
 
 @dataclass(frozen=True)
-class PBTOptions:
-    """Options of ``pbt`` (Ray Tune's PopulationBasedTraining, synchronous).
+class PopulationOptions:
+    """Options of population-based training, shared by ``pbt`` and ``pb2`` (Ray
+    Tune's schedulers, synchronous).
 
     ``population`` belongs to the searcher that draws the first generation
     (``--opt``); the rest to the scheduler (``--scheduler-opt``)."""
+
+    NAME: ClassVar[str] = "pbt"
 
     population: int | None = opt(
         None, "(--opt) trials trained side by side (unset: budget_epochs // max_epochs)"
@@ -369,37 +372,54 @@ class PBTOptions:
     quantile_fraction: float = opt(
         0.25, "(--scheduler-opt) bottom fraction that copies the top fraction"
     )
-    resample_probability: float = opt(
-        0.25, "(--scheduler-opt) chance a perturbed parameter is drawn afresh instead"
-    )
     mutate: str | None = opt(
         None,
-        "(--scheduler-opt) comma-separated parameters to perturb; the others are copied "
+        "(--scheduler-opt) comma-separated parameters to explore; the others are copied "
         "from the parent (unset: the continuous ones, or all if none is continuous)",
     )
 
     def __post_init__(self) -> None:
+        name = self.NAME
         require(
             self.population is None or whole(self.population, 2),
-            f"pbt: 'population' must be an integer >= 2 (or unset), got {self.population!r}",
+            f"{name}: 'population' must be an integer >= 2 (or unset), got {self.population!r}",
         )
         require(
             self.perturbation_interval is None or whole(self.perturbation_interval, 1),
-            "pbt: 'perturbation_interval' must be an integer >= 1 (or unset)",
+            f"{name}: 'perturbation_interval' must be an integer >= 1 (or unset)",
         )
         require(
             isinstance(self.quantile_fraction, int | float)
             and not isinstance(self.quantile_fraction, bool)
             and 0.0 < self.quantile_fraction <= 0.5,
-            "pbt: 'quantile_fraction' must be in (0, 0.5]",
+            f"{name}: 'quantile_fraction' must be in (0, 0.5]",
         )
+        require(
+            self.mutate is None or (isinstance(self.mutate, str) and bool(self.mutate.strip())),
+            f"{name}: 'mutate' must be comma-separated parameter names (or unset)",
+        )
+
+
+@dataclass(frozen=True)
+class PBTOptions(PopulationOptions):
+    """Options of ``pbt``: explore perturbs or redraws each parameter."""
+
+    resample_probability: float = opt(
+        0.25, "(--scheduler-opt) chance a perturbed parameter is drawn afresh instead"
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         require(
             isinstance(self.resample_probability, int | float)
             and not isinstance(self.resample_probability, bool)
             and 0.0 <= self.resample_probability <= 1.0,
             "pbt: 'resample_probability' must be in [0, 1]",
         )
-        require(
-            self.mutate is None or (isinstance(self.mutate, str) and bool(self.mutate.strip())),
-            "pbt: 'mutate' must be comma-separated parameter names (or unset)",
-        )
+
+
+@dataclass(frozen=True)
+class PB2Options(PopulationOptions):
+    """Options of ``pb2``: a GP bandit over the population's data explores."""
+
+    NAME: ClassVar[str] = "pb2"

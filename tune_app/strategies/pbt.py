@@ -24,12 +24,14 @@ Seeded: the scheduler keeps its own ``random`` state.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import random
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
+import numpy as np
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 from ray.tune.schedulers.pbt import _PBTTrialState
 from ray.tune.search import Searcher
@@ -39,16 +41,18 @@ from tune_app.spaces import Param, SearchSpace
 from tune_app.strategies.base import SpaceSearcher, StrategyPlugin
 from tune_app.strategies.evolution import sample
 from tune_app.strategies.options import PBTOptions as Options
-from tune_app.strategies.options import parse_side
+from tune_app.strategies.options import PopulationOptions, parse_side
 
 SEARCHER_OPTIONS = ("population",)  # the rest are the scheduler's
+OptionsT = TypeVar("OptionsT", bound=PopulationOptions)
 
 
-def _split(options: Mapping[str, Any] | None, side: str) -> Options:
-    return parse_side(Options, "pbt", options, side, SEARCHER_OPTIONS)
+def split(cls: type[OptionsT], options: Mapping[str, Any] | None, side: str) -> OptionsT:
+    """The options of ``pbt`` or ``pb2`` given on ``side`` (``searcher``: ``--opt``)."""
+    return parse_side(cls, cls.NAME, options, side, SEARCHER_OPTIONS)
 
 
-def mutable(space: SearchSpace, names: str | None) -> list[str]:
+def mutable(space: SearchSpace, names: str | None, strategy: str = "pbt") -> list[str]:
     """The parameters PBT perturbs: ``names`` (comma-separated), else the continuous
     ones (rates and regularisers, in practice), else all."""
     if names is None:
@@ -58,7 +62,7 @@ def mutable(space: SearchSpace, names: str | None) -> list[str]:
     unknown = [n for n in wanted if n not in space.names]
     if unknown:
         raise ConfigError(
-            f"pbt: 'mutate' names {unknown}, not parameters of {space.source}; "
+            f"{strategy}: 'mutate' names {unknown}, not parameters of {space.source}; "
             f"use some of {', '.join(space.names)}"
         )
     return wanted
@@ -137,60 +141,65 @@ class PopulationSearcher(SpaceSearcher):
         self.rng.setstate((version, tuple(internal), gauss))
 
 
-class SeededPBT(PopulationBasedTraining):
-    """Ray's synchronous PBT over the epoch axis, seeded, exploring in the space's
-    geometry, with a searcher for its first generation."""
+class Synchronous:
+    """What ``pbt`` and ``pb2`` add to Ray's schedulers (a mixin before them):
+    synchronous exploits over the epoch axis, seeded (Python's and NumPy's global
+    generators are swapped for the scheduler's own around each step), a searcher
+    for the first generation, and no stall when a member ends early."""
 
-    def __init__(
-        self,
-        space: SearchSpace,
-        seed: int,
-        mutate: list[str],
-        max_t: int,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(custom_explore_fn=_keep, synch=True, time_attr="epoch", **kwargs)
+    NAME = "pbt"
+    _metric: str | None
+    _metric_op: float | None
+    _time_attr: str
+    _trial_state: dict[Any, _PBTTrialState]
+    _next_perturbation_sync: float
+    _perturbation_interval: float
+
+    def _setup(self, space: SearchSpace, seed: int, mutate: list[str], max_t: int) -> None:
         self.space, self.mutate, self.max_t = space, mutate, max_t
-        # Read by Ray only to name and log what changed (exploring is _get_new_config's).
-        self._hyperparam_mutations = {n: space.param(n).tune_domain() for n in mutate}
         self._rng = random.Random(seed)
-        self.exploits: list[dict[str, Any]] = []  # trial, parent, epoch, operations
+        self._np_state: Any = np.random.RandomState(seed).get_state()
+        self.exploits: list[dict[str, Any]] = []  # trial, parent, operations
+
+    @contextlib.contextmanager
+    def _seeded(self) -> Iterator[None]:
+        """Run Ray's step with this scheduler's random state, not the process's."""
+        outer, np_outer = random.getstate(), np.random.get_state()
+        random.setstate(self._rng.getstate())
+        np.random.set_state(self._np_state)
+        try:
+            yield
+        finally:
+            self._rng.setstate(random.getstate())
+            self._np_state = np.random.get_state()
+            random.setstate(outer)
+            np.random.set_state(np_outer)
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         """Track the trial (Ray's check against search algorithms is skipped: the
         searcher here only draws the first generation)."""
         if not self._metric or not self._metric_op:
-            raise ConfigError("pbt: the scheduler needs the space's metric and mode")
+            raise ConfigError(f"{self.NAME}: the scheduler needs the space's metric and mode")
         self._trial_state[trial] = _PBTTrialState(trial)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
-        """Ray's PBT step with this scheduler's own random state; no exploit at the
-        last epoch (the trial ends there)."""
+        """Ray's step with this scheduler's own random state; no exploit at the last
+        epoch (the trial ends there)."""
         if int(result.get(self._time_attr, 0)) >= self.max_t:
             return TrialScheduler.CONTINUE
-        outer = random.getstate()
-        random.setstate(self._rng.getstate())
-        try:
-            decision: str = super().on_trial_result(tune_controller, trial, result)
-        finally:
-            self._rng.setstate(random.getstate())
-            random.setstate(outer)
+        with self._seeded():
+            decision: str = super().on_trial_result(tune_controller, trial, result)  # type: ignore[misc]
         return decision
 
     def choose_trial_to_run(self, tune_controller: Any) -> Any:
         """Ray's choice; when it finds none because every live member waits at the
         boundary for one that ended early (refused by the budget, failed), take the
         synchronous step Ray would have taken at that member's result."""
-        trial = super().choose_trial_to_run(tune_controller)
+        trial = super().choose_trial_to_run(tune_controller)  # type: ignore[misc]
         if trial is None and self._stalled(tune_controller):
-            outer = random.getstate()
-            random.setstate(self._rng.getstate())
-            try:
+            with self._seeded():
                 self._perturb_all(tune_controller)
-            finally:
-                self._rng.setstate(random.getstate())
-                random.setstate(outer)
-            trial = super().choose_trial_to_run(tune_controller)
+            trial = super().choose_trial_to_run(tune_controller)  # type: ignore[misc]
         return trial
 
     def _stalled(self, tune_controller: Any) -> bool:
@@ -203,14 +212,36 @@ class SeededPBT(PopulationBasedTraining):
 
     def _perturb_all(self, tune_controller: Any) -> None:
         """The synchronous exploit step of Ray's ``on_trial_result``, for all members."""
-        lower, upper = self._quantiles()
+        lower, upper = self._quantiles()  # type: ignore[attr-defined]
         rest = [t for t in tune_controller.get_trials() if t not in lower and t not in upper]
         for t in upper + rest + lower:
             self._trial_state[t].last_perturbation_time = int(self._next_perturbation_sync)
-            self._checkpoint_or_exploit(t, tune_controller, upper, lower)
+            self._checkpoint_or_exploit(t, tune_controller, upper, lower)  # type: ignore[attr-defined]
         latest = max(self._trial_state[t].last_train_time for t in tune_controller.get_trials())
         step = self._next_perturbation_sync + self._perturbation_interval
         self._next_perturbation_sync = int(max(step, latest))
+
+    def debug_string(self) -> str:
+        """One line for Tune's status output."""
+        return f"{self.NAME} (synchronous): {len(self.exploits)} exploit(s)"
+
+
+class SeededPBT(Synchronous, PopulationBasedTraining):
+    """Ray's synchronous PBT over the epoch axis, seeded, exploring in the space's
+    geometry, with a searcher for its first generation."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int,
+        mutate: list[str],
+        max_t: int,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(custom_explore_fn=_keep, synch=True, time_attr="epoch", **kwargs)
+        self._setup(space, seed, mutate, max_t)
+        # Read by Ray only to name and log what changed (exploring is _get_new_config's).
+        self._hyperparam_mutations = {n: space.param(n).tune_domain() for n in mutate}
 
     def _get_new_config(self, trial: Any, trial_to_clone: Any) -> tuple[dict, dict]:
         """The parent's config with each ``mutate`` parameter explored."""
@@ -226,20 +257,21 @@ class SeededPBT(PopulationBasedTraining):
         )
         return config, ops
 
-    def debug_string(self) -> str:
-        """One line for Tune's status output."""
-        return f"PBT (synchronous): {len(self.exploits)} exploit(s)"
 
-
-def interval(space: SearchSpace, opts: Options) -> int:
-    """Epochs between exploits (unset: a third of a trial)."""
-    return opts.perturbation_interval or max(1, space.max_epochs // 3)
-
-
-def min_epochs(space: SearchSpace, options: Mapping[str, Any] | None) -> int:
-    """A PBT trial trains to the end (members are copied, never stopped)."""
-    _split(options, "scheduler")
-    return space.max_epochs
+def interval(space: SearchSpace, opts: PopulationOptions) -> int:
+    """Epochs between exploits (unset: a third of a trial); an exploit must fit."""
+    every = opts.perturbation_interval or max(1, space.max_epochs // 3)
+    if space.max_epochs < 2:
+        raise ConfigError(
+            f"{opts.NAME}: trials of {space.source} last one epoch, so no exploit fits "
+            f"before the end; raise max_epochs to at least 2"
+        )
+    if every >= space.max_epochs:
+        raise ConfigError(
+            f"{opts.NAME}: 'perturbation_interval' {every} leaves no exploit before the "
+            f"last epoch ({space.max_epochs}); use at most {space.max_epochs - 1}"
+        )
+    return every
 
 
 def budget_defaults(space: SearchSpace, budget_epochs: int) -> dict[str, Any]:
@@ -247,31 +279,40 @@ def budget_defaults(space: SearchSpace, budget_epochs: int) -> dict[str, Any]:
     return {"population": max(2, budget_epochs // max(space.max_epochs, 1))}
 
 
-def build_searcher(
-    space: SearchSpace, metric: str, mode: str, seed: int, options: Mapping[str, Any] | None
-) -> Searcher:
-    """The first generation's :class:`PopulationSearcher`."""
-    opts = _split(options, "searcher")
-    population = opts.population or budget_defaults(space, 2 * space.max_epochs)["population"]
-    return PopulationSearcher(space, metric, mode, seed, population)
+def plugin(
+    build: Callable[[SearchSpace, str, str, int, Mapping[str, Any] | None], TrialScheduler],
+    cls: type[PopulationOptions],
+) -> StrategyPlugin:
+    """The plugin of a population-based scheduler: its trials train to the end
+    (members are copied, never stopped), the first generation is drawn by
+    :class:`PopulationSearcher`, and trials copy each other's checkpoints."""
+
+    def min_epochs(space: SearchSpace, options: Mapping[str, Any] | None) -> int:
+        split(cls, options, "scheduler")
+        return space.max_epochs
+
+    def searcher(
+        space: SearchSpace, metric: str, mode: str, seed: int, options: Mapping[str, Any] | None
+    ) -> Searcher:
+        opts = split(cls, options, "searcher")
+        population = opts.population or budget_defaults(space, 2 * space.max_epochs)["population"]
+        return PopulationSearcher(space, metric, mode, seed, population)
+
+    return StrategyPlugin(
+        build=build,
+        options=cls,
+        min_epochs=min_epochs,
+        budget_defaults=budget_defaults,
+        searcher=searcher,
+        copies_trials=True,
+    )
 
 
 def build(
     space: SearchSpace, metric: str, mode: str, seed: int, options: Mapping[str, Any] | None
 ) -> TrialScheduler:
     """:class:`SeededPBT` over the epoch axis."""
-    opts = _split(options, "scheduler")
-    every = interval(space, opts)
-    if space.max_epochs < 2:
-        raise ConfigError(
-            f"pbt: trials of {space.source} last one epoch, so no exploit fits before the "
-            f"end; raise max_epochs to at least 2"
-        )
-    if every >= space.max_epochs:
-        raise ConfigError(
-            f"pbt: 'perturbation_interval' {every} leaves no exploit before the last epoch "
-            f"({space.max_epochs}); use at most {space.max_epochs - 1}"
-        )
+    opts = split(Options, options, "scheduler")
     return SeededPBT(
         space,
         seed,
@@ -279,18 +320,11 @@ def build(
         space.max_epochs,
         metric=metric,
         mode=mode,
-        perturbation_interval=every,
+        perturbation_interval=interval(space, opts),
         quantile_fraction=opts.quantile_fraction,
         resample_probability=opts.resample_probability,
         log_config=False,
     )
 
 
-PLUGIN = StrategyPlugin(
-    build=build,
-    options=Options,
-    min_epochs=min_epochs,
-    budget_defaults=budget_defaults,
-    searcher=build_searcher,
-    copies_trials=True,
-)
+PLUGIN = plugin(build, Options)
