@@ -81,12 +81,12 @@ def _explored(seed: int) -> list[dict[str, Any]]:
     trials = [Member(f"t{i}", c) for i, c in enumerate(configs)]
     for t in trials:
         sched.on_trial_add(None, t)
-    for epoch in (1, 2):
+    for epoch in (1, 2):  # each epoch is a row of the bandit's data, before any exploit
         for i, t in enumerate(trials):  # the larger the lr, the faster it learns here
             value = 1 - (0.9 - 0.2 * i) ** epoch
-            sched._save_trial_state(
-                sched._trial_state[t], epoch, {"epoch": epoch, "val_accuracy": value}, t
-            )
+            result = {"epoch": epoch, "val_accuracy": value}
+            sched._record(t, epoch, value)
+            sched._save_trial_state(sched._trial_state[t], epoch, result, t)
     out = []
     with sched._seeded():
         for child in trials[:2]:
@@ -98,8 +98,10 @@ def _explored(seed: int) -> list[dict[str, Any]]:
 
 def test_the_bandit_explores_inside_the_space_only_the_mutable_parameters_and_is_seeded() -> None:
     first = _explored(seed=5)
+    parent = {"lr": 1e-1, "hidden": 64, "dropout": 0.4}
     for config in first:
         assert SPACE.contains(config)
         assert config["hidden"] == 64  # copied from the parent: its weights fit
+        assert config != parent  # explored at the first exploit already
     assert first[0] != first[1]  # the second pick is pushed away from the first
     assert _explored(seed=5) == first

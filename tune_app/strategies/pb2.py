@@ -9,7 +9,9 @@ budget accounting and the MLflow parent tags. At an exploit, Ray's PB2 fits a
 Gaussian process with a time-varying kernel to every member's improvement per
 epoch so far (against epoch, value before, and hyperparameters) and picks the
 ``mutate`` parameters of the child by UCB, penalising those the members explored
-in this round already hold.
+in this round already hold. Every epoch is a data row (Ray adds one per exploit
+boundary only, so at the first exploit the bandit has nothing to fit and the
+child keeps its parent's configuration).
 
 The GP works on coordinates where distances mean something: a log-scale
 parameter in log10, a linear one as is, a finite one (value boxes) by its box
@@ -91,18 +93,30 @@ class SeededPB2(Synchronous, PB2):
         super().__init__(synch=True, time_attr="epoch", hyperparam_bounds=ranges, **kwargs)
         self._setup(space, seed, mutate, max_t)
 
-    def _save_trial_state(
-        self, state: _PBTTrialState, time: int, result: dict[str, Any], trial: Any
-    ) -> Any:
-        """Ray's record of the result, and PB2's data row in GP coordinates."""
-        score = PopulationBasedTraining._save_trial_state(self, state, time, result, trial)
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        """Add the epoch to PB2's data, then take pbt's step."""
+        if self._metric in result and self._time_attr in result:
+            self._record(trial, int(result[self._time_attr]), result[self._metric])
+        return super().on_trial_result(tune_controller, trial, result)
+
+    def _record(self, trial: Any, time: int, value: float) -> None:
+        """One row of PB2's data, in GP coordinates. Ray records a row only at each
+        exploit boundary, so at the first exploit no member has two rows and the
+        bandit has nothing to fit (the child keeps its parent's config); a row per
+        epoch gives it each member's improvement per epoch from the start."""
+        assert self._metric_op is not None
         values = [to_unit(self.space.param(n), trial.config[n]) for n in self.mutate]
         row = pd.DataFrame(
-            [[str(trial), result[self._time_attr], *values, score]],
+            [[str(trial), time, *values, self._metric_op * float(value)]],
             columns=["Trial", "Time", *self.mutate, "Reward"],
         )
         self.data = pd.concat([self.data, row]).reset_index(drop=True)
-        return score
+
+    def _save_trial_state(
+        self, state: _PBTTrialState, time: int, result: dict[str, Any], trial: Any
+    ) -> Any:
+        """Ray's record of the result (the data row is :meth:`_record`'s)."""
+        return PopulationBasedTraining._save_trial_state(self, state, time, result, trial)
 
     def _get_new_config(self, trial: Any, trial_to_clone: Any) -> tuple[dict, dict]:
         """The parent's config with the ``mutate`` parameters chosen by the GP bandit
