@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,6 +34,7 @@ import pandas as pd
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 from ray.tune.schedulers.pb2 import PB2, _explore
 from ray.tune.schedulers.pbt import _PBTTrialState
+from sklearn.exceptions import ConvergenceWarning
 
 from tune_app.errors import ConfigError
 from tune_app.spaces import Param, SearchSpace
@@ -127,9 +129,11 @@ class SeededPB2(Synchronous, PB2):
             current = None
         parent = dict(trial_to_clone.config)
         unit: Any = {n: to_unit(self.space.param(n), parent[n]) for n in self.mutate}
-        chosen, data = _explore(
-            self.data, self._hyperparam_bounds_flat, current, trial_to_clone, trial, unit
-        )
+        with warnings.catch_warnings():  # the GP's bounds on few points: not news
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            chosen, data = _explore(
+                self.data, self._hyperparam_bounds_flat, current, trial_to_clone, trial, unit
+            )
         self.data = data.copy()
         new = np.array([[float(chosen[n]) for n in self.mutate]])
         if self.data["Time"].max() > self.last_exploration_time:
