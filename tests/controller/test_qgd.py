@@ -1,0 +1,124 @@
+"""Q-gradient descent's environments: the anchor logic on a known objective, the
+features and rewards, and real generated nets."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from tune_app.controller.qgd import ACTIONS, N_FEATURES, QGDEnv, generate
+
+
+class Quadratic:
+    """f(x) = |x|^2 / 2 from x = (4, -2): grad f(x) = x; 'validation error' = f / 10."""
+
+    def init(self) -> torch.Tensor:
+        return torch.tensor([4.0, -2.0])
+
+    def loss(self, x: torch.Tensor) -> float:
+        return float(x @ x) / 2
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    def val_error(self, x: torch.Tensor) -> float:
+        return self.loss(x) / 10
+
+
+def env(control: str, **kw: float) -> QGDEnv:
+    return QGDEnv(control, steps=3, memory=2, problems=lambda rng: Quadratic(), **kw)  # type: ignore[arg-type]
+
+
+def test_lr_half_retries_from_the_anchor_and_accept_moves_it() -> None:
+    e = env("lr", alpha_c=0.5)
+    obs, info = e.reset(seed=0)
+    # one plain step at alpha_c: x = (4, -2) - 0.5 (4, -2) = (2, -1) is the anchor
+    assert torch.allclose(e.anchor, torch.tensor([2.0, -1.0]))
+    assert torch.allclose(e.candidate, torch.tensor([1.0, -0.5]))  # anchor + 0.5 d
+    assert obs.shape == (N_FEATURES,) and np.all(np.abs(obs) <= 1)
+    half, accept = ACTIONS["lr"].index("half"), ACTIONS["lr"].index("accept")
+    obs, reward, terminated, truncated, info = e.step(half)
+    assert not terminated
+    assert info["alpha"] == 0.25
+    assert torch.allclose(e.anchor, torch.tensor([2.0, -1.0]))  # same anchor
+    assert torch.allclose(e.candidate, torch.tensor([1.5, -0.75]))
+    # reward: c1 * (start value) / (candidate value): 0.01 * 2.5 / 1.40625
+    assert reward == pytest.approx(0.01 * 2.5 / 1.40625)
+    assert obs[0] == pytest.approx(-0.1)  # log2(alpha / alpha_c) / 10
+    obs, reward, _, truncated, info = e.step(accept)
+    assert torch.allclose(e.anchor, torch.tensor([1.5, -0.75])) and info["alpha"] == 0.5
+    assert torch.allclose(e.candidate, torch.tensor([0.75, -0.375]))
+    assert reward == pytest.approx(0.01 * 2.5 / 1.40625)  # c2 * ref / f(new anchor)
+    assert obs[0] == 0.0 and obs[4] == 1.0  # alpha reset; the candidate is a new low
+    assert not truncated
+    *_, truncated, info = e.step(accept)
+    assert truncated  # steps = 3
+    # evaluations: 2 at reset (plain step, anchor) + 1 per candidate (4 proposed)
+    assert info["evaluations"] == 2 + 4
+
+
+def test_l2_half_up_and_accept_change_lambda_and_the_regularised_direction() -> None:
+    e = env("l2", alpha_c=0.5, lambda_c=1.0)
+    e.reset(seed=0)
+    half, up, accept = (ACTIONS["l2"].index(a) for a in ("half", "up", "accept"))
+    # plain step on g = f + |x|^2 / 2: grad = 2x: x = (4, -2) - 0.5 * 2 (4, -2) = 0
+    assert torch.allclose(e.anchor, torch.zeros(2))
+    e2 = env("l2", alpha_c=0.25, lambda_c=1.0)
+    e2.reset(seed=0)
+    assert torch.allclose(e2.anchor, torch.tensor([2.0, -1.0]))
+    _, _, _, _, info = e2.step(up)
+    assert info["lambda"] == pytest.approx(1.25)
+    # d = -(1 + 1.25) anchor: candidate = anchor (1 - 0.25 * 2.25)
+    assert torch.allclose(e2.candidate, torch.tensor([2.0, -1.0]) * (1 - 0.25 * 2.25))
+    _, _, _, _, info = e2.step(half)
+    assert info["lambda"] == pytest.approx(0.625)
+    _, _, _, _, info = e2.step(accept)
+    assert info["lambda"] == 1.0
+
+
+@pytest.mark.parametrize("control", ["lr", "l2"])
+def test_episodes_on_generated_nets_are_seeded_bounded_and_end(control: str) -> None:
+    def run(seed: int) -> list[float]:
+        e = QGDEnv(control, steps=20, alpha_c=0.5)
+        obs, _ = e.reset(seed=seed)
+        rewards, rng = [], np.random.default_rng(seed)
+        truncated = False
+        while not truncated:
+            obs, reward, terminated, truncated, info = e.step(int(rng.integers(e.action_space.n)))
+            assert e.observation_space.contains(obs) and not terminated
+            assert 0 <= reward <= 100 and np.isfinite(reward)
+            rewards.append(reward)
+        assert info["evaluations"] >= 20
+        return rewards
+
+    assert run(3) == run(3)
+    assert len(run(4)) == 20
+
+
+@pytest.mark.parametrize("seed", [0, 2])  # a logistic model and a ReLU MLP
+def test_accepting_every_step_is_plain_gradient_descent_and_it_learns(seed: int) -> None:
+    full_batch = lambda rng: dataclasses.replace(generate(rng), batch=0)  # noqa: E731
+    e = QGDEnv("lr", steps=60, alpha_c=0.5, problems=full_batch)
+    _, info = e.reset(seed=seed)
+    start = info["anchor_value"]
+    accept = ACTIONS["lr"].index("accept")
+    for _ in range(60):
+        *_, info = e.step(accept)
+    assert info["anchor_value"] < 0.9 * start
+
+
+def test_generated_nets_differ_and_overfit_nets_have_few_rows() -> None:
+    rng = np.random.default_rng(0)
+    a, b = generate(rng), generate(rng, overfit=True)
+    assert a.x_train.shape != b.x_train.shape or a.model != b.model
+    assert len(b.y_train) <= 120 and len(b.y_val) == 500
+
+
+@pytest.mark.parametrize("control", ["lr", "l2"])
+def test_gymnasiums_checker_accepts_both_environments(control: str) -> None:
+    from gymnasium.utils.env_checker import check_env
+
+    check_env(QGDEnv(control, steps=5), skip_render_check=True)

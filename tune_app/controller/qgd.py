@@ -1,0 +1,318 @@
+"""Q-gradient descent's MDPs (seed 001, after Hansen 2016) as gymnasium environments.
+
+An agent controls one optimisation hyperparameter *during* training of a small
+objective net: the learning rate ``alpha`` (``control="lr"``, Algorithms 1 and 3
+of the seed) or the L2 coefficient ``lambda`` (``control="l2"``, Algorithms 2
+and 4). The objective net's weights are one flat vector ``x``.
+
+**Anchor logic.** From an anchor iterate ``x_bar`` with direction
+``d = -grad(x_bar)``, each step's candidate is ``x = x_bar + alpha d``. Actions:
+
+* ``lr``: ``half`` (``alpha /= 2``, retry from the same anchor) or ``accept``
+  (the candidate becomes the anchor, a new direction, ``alpha = alpha_c``);
+* ``l2``: ``half`` (``lambda /= 2``), ``up`` (``lambda *= 1.25``) or ``accept``
+  (as above, ``lambda = lambda_c``); the direction is of the regularised
+  objective ``g(x) = f(x) + lambda / 2 |x|^2``.
+
+Each episode starts like Algorithm 3: ``memory - 1`` plain gradient steps at
+``alpha_c`` (filling the feature history), then the anchor is set.
+
+**State** (six features, each in [-1, 1], after Hansen): the controlled
+hyperparameter (``log2(value / value_c) / 10``); the candidate's objective
+relative to the anchor's; the largest of the last ``memory`` objective values
+relative to the anchor's; the cosine between the direction and the negative
+gradient at the candidate; the candidate against the ``memory`` lowest values
+seen (1: a new low, 0: among them, -1: above them); the alignment of successive
+directions (the mean sign of their elementwise product).
+
+**Reward** (the seed's inverse distance to a lower bound): ``c1 * ref / (v -
+v_lb)`` after ``half``/``up`` with ``v`` the candidate's value, ``c2 * ref / (v -
+v_lb)`` after ``accept`` with ``v`` the new anchor's; ``v`` is the training loss
+for ``lr`` and the validation error rate for ``l2``, ``v_lb = 0``. Departure from
+the seed, to train one policy over many objective nets: the value is divided by
+``ref``'s reciprocal, the episode's starting value, so a reward means "times
+closer to the bound than at the start" whatever the net's loss scale, and it is
+capped at ``REWARD_CAP`` (the seed's form explodes near the bound).
+
+Objective nets are generated on the fly (:func:`generate`): logistic models and
+MLPs with one or two sigmoid or ReLU hidden layers on synthetic classification
+data (scikit-learn's ``make_classification``), full batch or mini-batch, seeded.
+None of the project's evaluation data (digits, CIFAR-10, MNIST) is used.
+``info["evaluations"]`` counts objective evaluations (one per step, a rejected
+step included) and ``info["gradients"]`` gradient evaluations, for honest
+comparisons with line search.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+CONTROLS = ("lr", "l2")
+ACTIONS: dict[str, tuple[str, ...]] = {"lr": ("half", "accept"), "l2": ("half", "up", "accept")}
+UP = 1.25
+N_FEATURES = 6
+REWARD_CAP = 100.0
+DIVERGED = 1e6  # the value a non-finite objective counts as
+
+
+class Problem(Protocol):
+    """An objective over a flat parameter vector (what the environment trains)."""
+
+    def init(self) -> torch.Tensor:
+        """The starting iterate."""
+        ...
+
+    def loss(self, x: torch.Tensor) -> float:
+        """Training loss ``f(x)`` (a mini-batch problem draws a batch)."""
+        ...
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        """``grad f(x)``, a vector like ``x``."""
+        ...
+
+    def val_error(self, x: torch.Tensor) -> float:
+        """Validation error rate ``h(x)`` in [0, 1]."""
+        ...
+
+
+@dataclass
+class NetProblem:
+    """A classification net on fixed data; ``batch`` 0: full batch."""
+
+    model: nn.Module
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    batch: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._start = parameters_to_vector(self.model.parameters()).detach().clone()
+        self._gen = torch.Generator().manual_seed(self.seed)
+
+    def init(self) -> torch.Tensor:
+        """The net's initial weights."""
+        return self._start.clone()
+
+    def _rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.batch or self.batch >= len(self.y_train):
+            return self.x_train, self.y_train
+        idx = torch.randint(len(self.y_train), (self.batch,), generator=self._gen)
+        return self.x_train[idx], self.y_train[idx]
+
+    def _set(self, x: torch.Tensor) -> None:
+        vector_to_parameters(x, self.model.parameters())
+
+    def loss(self, x: torch.Tensor) -> float:
+        """Cross-entropy on the training data (a batch of it)."""
+        self._set(x)
+        xs, ys = self._rows()
+        with torch.no_grad():
+            return float(nn.functional.cross_entropy(self.model(xs), ys))
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        """Gradient of the cross-entropy on the training data (a batch of it)."""
+        self._set(x)
+        self.model.zero_grad(set_to_none=True)
+        xs, ys = self._rows()
+        nn.functional.cross_entropy(self.model(xs), ys).backward()
+        grads = [
+            p.grad if p.grad is not None else torch.zeros_like(p) for p in self.model.parameters()
+        ]
+        return parameters_to_vector(grads).detach().clone()
+
+    def val_error(self, x: torch.Tensor) -> float:
+        """Error rate on the validation data."""
+        self._set(x)
+        with torch.no_grad():
+            pred = self.model(self.x_val).argmax(dim=1)
+        return float((pred != self.y_val).float().mean())
+
+
+def generate(rng: np.random.Generator, overfit: bool = False) -> NetProblem:
+    """A random objective net: data, model and batch mode drawn from ``rng``.
+
+    ``overfit``: few training rows (the seed's lambda experiment trains on 1,000
+    CIFAR-10 images so the net overfits within 100 steps)."""
+    from sklearn.datasets import make_classification
+
+    n_features = int(rng.integers(8, 65))
+    classes = int(rng.integers(2, 11))
+    n_train = int(rng.integers(40, 121)) if overfit else int(rng.integers(200, 1001))
+    seed = int(rng.integers(2**31))
+    xs, ys = make_classification(
+        n_samples=n_train + 500,
+        n_features=n_features,
+        n_informative=max(2, n_features // 2),
+        n_classes=classes,
+        n_clusters_per_class=1,
+        flip_y=float(rng.uniform(0.0, 0.1)),
+        random_state=seed,
+    )
+    xs = (xs - xs.mean(0)) / (xs.std(0) + 1e-9)
+    x = torch.tensor(xs, dtype=torch.float32)
+    y = torch.tensor(ys, dtype=torch.long)
+    torch.manual_seed(seed)
+    hidden = [int(rng.integers(16, 101)) for _ in range(int(rng.integers(0, 3)))]
+    act: type[nn.Module] = nn.Sigmoid if rng.random() < 0.5 else nn.ReLU
+    layers: list[nn.Module] = []
+    width = n_features
+    for h in hidden:
+        layers += [nn.Linear(width, h), act()]
+        width = h
+    layers.append(nn.Linear(width, classes))
+    batch = 0 if rng.random() < 0.5 else int(rng.choice([32, 64, 128]))
+    return NetProblem(
+        nn.Sequential(*layers), x[:n_train], y[:n_train], x[n_train:], y[n_train:], batch, seed
+    )
+
+
+def _clip(v: float) -> float:
+    return float(min(1.0, max(-1.0, v))) if math.isfinite(v) else -1.0
+
+
+def _finite(v: float) -> float:
+    return v if math.isfinite(v) else DIVERGED
+
+
+class QGDEnv(gym.Env):
+    """One episode: ``steps`` controlled steps on one generated objective net."""
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(
+        self,
+        control: str = "lr",
+        steps: int = 100,
+        memory: int = 5,
+        alpha_c: float = 1.0,
+        lambda_c: float = 1e-3,
+        c1: float = 0.01,
+        c2: float = 0.01,
+        problems: Any = None,
+    ) -> None:
+        if control not in CONTROLS:
+            raise ValueError(f"control must be one of {CONTROLS}, got {control!r}")
+        self.control, self.steps, self.memory = control, steps, memory
+        self.alpha_c, self.lambda_c, self.c1, self.c2 = alpha_c, lambda_c, c1, c2
+        # problems(rng) -> Problem; default: a generated net (few rows for l2)
+        self.problems = problems or (lambda rng: generate(rng, overfit=control == "l2"))
+        self.actions = ACTIONS[control]
+        self.action_space = gym.spaces.Discrete(len(self.actions))
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (N_FEATURES,), np.float32)
+        self.rng = np.random.default_rng()
+
+    # -- the objective being driven ----------------------------------------------------
+    def _objective_grad(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.problem.grad(x)
+        self.gradients += 1
+        return g + self.lam * x if self.control == "l2" else g
+
+    def _value(self, x: torch.Tensor) -> float:
+        """What the reward measures: training loss (lr) or validation error (l2)."""
+        self.evaluations += 1
+        if self.control == "l2":
+            return _finite(self.problem.val_error(x))
+        return _finite(self.problem.loss(x))
+
+    # -- gymnasium ------------------------------------------------------------------------
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """A new objective net; ``memory - 1`` plain steps at ``alpha_c``; the anchor."""
+        super().reset(seed=seed)
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self.problem = self.problems(self.rng)
+        self.t, self.evaluations, self.gradients = 0, 0, 0
+        self.alpha, self.lam = self.alpha_c, self.lambda_c
+        x = self.problem.init()
+        self.recent: deque[float] = deque(maxlen=self.memory)
+        self.lowest: list[float] = []
+        for _ in range(self.memory - 1):
+            self._remember(self._value(x))
+            x = x - self.alpha_c * self._objective_grad(x)
+        self.ref = max(self._value(x), 1e-9)
+        self._remember(self.ref)
+        self.anchor, self.anchor_value = x, self.ref
+        self.direction = -self._objective_grad(x)
+        self.previous = self.direction
+        self._propose()
+        return self._observe(), self._info()
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Apply the action (see the module docstring), then propose the next candidate."""
+        name = self.actions[int(action)]
+        if name == "accept":
+            self.anchor, self.anchor_value = self.candidate, self.candidate_value
+            self.alpha, self.lam = self.alpha_c, self.lambda_c
+            self.previous, self.direction = self.direction, -self._objective_grad(self.anchor)
+            reward = self.c2 * self.ref / max(self.anchor_value, 1e-12)
+            self._propose()
+        else:
+            if name == "half" and self.control == "lr":
+                self.alpha /= 2
+            elif name == "half":
+                self.lam /= 2
+            else:  # up
+                self.lam *= UP
+            if self.control == "l2":  # the regularised objective's direction changed
+                self.direction = -self._objective_grad(self.anchor)
+            self._propose()
+            reward = self.c1 * self.ref / max(self.candidate_value, 1e-12)
+        self.t += 1
+        truncated = self.t >= self.steps
+        return self._observe(), min(reward, REWARD_CAP), False, truncated, self._info()
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _propose(self) -> None:
+        """The candidate ``anchor + alpha d``, its value and the gradient there."""
+        self.candidate = self.anchor + self.alpha * self.direction
+        self.candidate_value = self._value(self.candidate)
+        self.candidate_grad = self.problem.grad(self.candidate)
+        self.gradients += 1
+        v, lows = self.candidate_value, self.lowest
+        self.rank = 1.0 if v <= min(lows) else 0.0 if v <= max(lows) else -1.0
+        self._remember(v)
+
+    def _remember(self, v: float) -> None:
+        self.recent.append(v)
+        self.lowest = sorted([*self.lowest, v])[: self.memory]
+
+    def _observe(self) -> np.ndarray:
+        base = max(abs(self.anchor_value), 1e-12)
+        hyper = self.alpha / self.alpha_c if self.control == "lr" else self.lam / self.lambda_c
+        neg_grad = -self.candidate_grad
+        denom = float(self.direction.norm() * neg_grad.norm())
+        cosine = float(self.direction @ neg_grad) / denom if denom > 0 else 0.0
+        v = self.candidate_value
+        align = float(torch.sign(self.direction * self.previous).mean())
+        features = [
+            _clip(math.log2(hyper) / 10),
+            _clip((self.anchor_value - v) / base),
+            _clip((max(self.recent) - self.anchor_value) / base),
+            _clip(cosine),
+            self.rank,
+            _clip(align),
+        ]
+        return np.asarray(features, dtype=np.float32)
+
+    def _info(self) -> dict[str, Any]:
+        return {
+            "alpha": self.alpha,
+            "lambda": self.lam,
+            "value": self.candidate_value,
+            "anchor_value": self.anchor_value,
+            "evaluations": self.evaluations,
+            "gradients": self.gradients,
+        }
