@@ -1,0 +1,68 @@
+"""Q-gradient descent's RLlib pretraining: the exported policy, and real iterations."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from tune_app.controller.qgd_train import QGDSettings, RLlibQGDEnv, dqn_config, export, load, train
+from tune_app.errors import ConfigError
+
+TINY = {"steps": 10, "steps_per_iteration": 100, "learning_starts": 50, "batch_size": 16}
+
+
+@pytest.mark.parametrize("control", ["lr", "l2"])
+def test_the_exported_policy_reproduces_rllibs_q_values(control: str, tmp_path: Path) -> None:
+    settings = QGDSettings(control=control, **TINY)
+    env = RLlibQGDEnv(settings.env_config())
+    learner = dqn_config(settings).build_learner(env=env)
+    learner.build()
+    export(learner, tmp_path, settings, {})
+    tensors = torch.load(tmp_path / "q_network.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in tensors.values())
+    obs = np.stack([env.reset(seed=s)[0] for s in range(5)])
+    with torch.no_grad():
+        module = learner.module["default_policy"]
+        expected = module.compute_q_values({"obs": torch.as_tensor(obs)})["qf_preds"].numpy()
+    policy = load(tmp_path)
+    assert expected.shape == (5, env.action_space.n)
+    np.testing.assert_allclose(policy.q_values(obs), expected, rtol=1e-5, atol=1e-6)
+    assert policy.manifest["actions"] == list(env.actions)
+
+
+def test_a_search_controller_checkpoint_is_not_a_qgd_policy() -> None:
+    from tune_app.controller.policy import SHIPPED
+
+    with pytest.raises(ConfigError, match="not a Q-gradient-descent policy"):
+        load(SHIPPED)
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_rllib_iterations_on_the_cluster_log_to_mlflow_and_export(
+    tmp_path: Path, tracking_uri: str
+) -> None:
+    out = tmp_path / "qgd"
+    summary = train(
+        QGDSettings(iterations=2, **TINY),
+        out=out,
+        tracking_uri=tracking_uri,
+        log=lambda _: None,
+    )
+    assert summary["iterations"] == 2 and summary["env_steps"] >= 200
+    assert math.isfinite(summary["td_loss"]) and summary["td_loss"] >= 0
+    assert load(out).q_values(np.zeros(6, dtype=np.float32)).shape == (2,)
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name("qgd-pretraining")
+    assert exp is not None
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FINISHED"
+    assert len(client.get_metric_history(run.info.run_id, "td_loss")) >= 1
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "qgd")} == {
+        "qgd/q_network.pt",
+        "qgd/manifest.json",
+    }

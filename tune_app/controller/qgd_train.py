@@ -1,0 +1,206 @@
+"""Pretrain Q-gradient descent's controllers with RLlib DQN (new API stack) on the
+Ray cluster, log each iteration to MLflow and export a tensors-only policy.
+
+One policy per control (``lr``: the learning rate, ``l2``: the L2 coefficient),
+trained on :class:`~tune_app.controller.qgd.QGDEnv` episodes over objective nets
+generated on the fly. The network is RLlib's default DQN module (ReLU MLP,
+dueling heads, double Q, a target network, prioritized episode replay, a linear
+epsilon schedule), exported as ``q_network.pt`` (a flat ``name -> tensor`` dict)
+with ``manifest.json``; :func:`load` reads it back with
+``torch.load(weights_only=True)`` through :func:`tune_app.controller.policy.from_tensors`.
+
+Departure from the seed, which replays mini-batches from the A most recent and
+the B best episodes: RLlib's prioritized replay (the search controller's too).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tune_app.controller.policy import MANIFEST_FILE, WEIGHTS_FILE, QPolicy, from_tensors
+from tune_app.controller.qgd import ACTIONS, CONTROLS, N_FEATURES, QGDEnv
+from tune_app.errors import ConfigError
+
+FORMAT = "tune_app.qgd/1"
+
+
+class RLlibQGDEnv(QGDEnv):
+    """:class:`QGDEnv` built from RLlib's ``env_config`` dict."""
+
+    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
+        super().__init__(**dict(config or {}))
+
+
+@dataclass(frozen=True)
+class QGDSettings:
+    """What a pretraining run uses (all of it goes into the manifest)."""
+
+    control: str = "lr"
+    steps: int = 100  # controlled steps per episode (the seed's T)
+    memory: int = 5  # the seed's M
+    alpha_c: float = 1.0
+    lambda_c: float = 1e-3
+    iterations: int = 20
+    steps_per_iteration: int = 1000
+    seed: int = 0
+    hidden: tuple[int, ...] = (32, 16)
+    lr: float = 5e-4
+    gamma: float = 0.9
+    batch_size: int = 64
+    learning_starts: int = 500
+    epsilon_steps: int = 10_000
+    final_epsilon: float = 0.05
+    replay_capacity: int = 50_000
+    num_env_runners: int = 0
+
+    def __post_init__(self) -> None:
+        if self.control not in CONTROLS:
+            raise ConfigError(f"control must be one of {CONTROLS}, got {self.control!r}")
+
+    def env_config(self) -> dict[str, Any]:
+        """The environment's arguments."""
+        return {
+            "control": self.control,
+            "steps": self.steps,
+            "memory": self.memory,
+            "alpha_c": self.alpha_c,
+            "lambda_c": self.lambda_c,
+        }
+
+
+def dqn_config(s: QGDSettings) -> Any:
+    """The RLlib ``DQNConfig`` for ``s`` (new API stack)."""
+    from ray.rllib.algorithms.dqn import DQNConfig
+    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+
+    return (
+        DQNConfig()
+        .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
+        .environment(RLlibQGDEnv, env_config=s.env_config())
+        .env_runners(num_env_runners=s.num_env_runners, num_envs_per_env_runner=1)
+        .learners(num_learners=0)
+        .training(
+            double_q=True,
+            dueling=True,
+            lr=s.lr,
+            gamma=s.gamma,
+            train_batch_size_per_learner=s.batch_size,
+            num_steps_sampled_before_learning_starts=s.learning_starts,
+            epsilon=[(0, 1.0), (s.epsilon_steps, s.final_epsilon)],
+            replay_buffer_config={
+                "type": "PrioritizedEpisodeReplayBuffer",
+                "capacity": s.replay_capacity,
+                "alpha": 0.6,
+                "beta": 0.4,
+            },
+        )
+        .rl_module(
+            model_config=DefaultModelConfig(
+                fcnet_hiddens=list(s.hidden), fcnet_activation="relu", head_fcnet_hiddens=[]
+            )
+        )
+        .reporting(min_sample_timesteps_per_iteration=s.steps_per_iteration)
+        .debugging(seed=s.seed)
+    )
+
+
+def export(source: Any, out: Path, s: QGDSettings, stats: Mapping[str, Any]) -> Path:
+    """Write ``q_network.pt`` (tensors only) and ``manifest.json`` to ``out``."""
+    from tune_app.controller.pretrain import q_network_tensors
+
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(q_network_tensors(source), out / WEIGHTS_FILE)
+    manifest = {
+        "format": FORMAT,
+        "control": s.control,
+        "actions": list(ACTIONS[s.control]),
+        "obs_dim": N_FEATURES,
+        "n_actions": len(ACTIONS[s.control]),
+        "hidden": list(s.hidden),
+        "settings": asdict(s),
+        "environment": "tune_app.controller.qgd.QGDEnv over generate(rng) objective nets",
+        "rllib": "ray.rllib.algorithms.dqn (new API stack), double DQN, dueling, "
+        "prioritized episode replay, target network, linear epsilon schedule",
+        **stats,
+    }
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def load(folder: str | Path) -> QPolicy:
+    """A Q-gradient-descent policy exported by :func:`export` (tensors only)."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST_FILE).read_text())
+        tensors = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"Q-gradient-descent policy {folder}: cannot read it ({exc})") from None
+    if manifest.get("format") != FORMAT:
+        raise ConfigError(
+            f"{folder} is not a Q-gradient-descent policy (format {manifest.get('format')!r})"
+        )
+    return from_tensors(tensors, manifest, str(folder))
+
+
+def train(
+    s: QGDSettings,
+    out: Path | None = None,
+    tracking_uri: str | None = None,
+    experiment: str = "qgd-pretraining",
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run ``s.iterations`` DQN iterations on the current Ray cluster; log each to
+    MLflow (with a tracking URI) and ``log``; export to ``out`` after each one.
+    Returns the last iteration's summary."""
+    from tune_app.controller.pretrain import _count, _metric
+
+    tracker: Any = None
+    run_id = ""
+    if tracking_uri is not None:
+        from tune_app.tracking.store import Tracker
+
+        tracker = Tracker(tracking_uri, experiment)
+        run_id = tracker.start_run(f"qgd-{s.control}-seed{s.seed}", {}, asdict(s))
+    algo = dqn_config(s).build_algo()
+    status, summary, start = "FAILED", {}, time.time()
+    try:
+        for it in range(1, s.iterations + 1):
+            result = algo.train()
+            steps = _count(result, "env_runners", "num_env_steps_sampled_lifetime")
+            values = {
+                "episode_return_mean": _metric(result, "env_runners", "episode_return_mean"),
+                "td_loss": _metric(result, "learners", "default_policy", "qf_loss"),
+            }
+            summary = {
+                "iterations": it,
+                "episodes": _count(result, "env_runners", "num_episodes_lifetime"),
+                "env_steps": steps,
+                **values,
+                "wall_time_s": round(time.time() - start, 1),
+            }
+            if tracker is not None:
+                finite = {k: v for k, v in values.items() if math.isfinite(v)}
+                tracker.log_metrics(run_id, finite, steps)
+            log(
+                f"qgd {s.control} iter {it:3d}  steps {steps:7d}  return "
+                f"{values['episode_return_mean']:8.3f}  td_loss {values['td_loss']:.4f}"
+            )
+            if out is not None:
+                export(algo, out, s, {"training": summary})
+        status = "FINISHED"
+        return summary
+    finally:
+        algo.stop()
+        if tracker is not None:
+            if out is not None and out.is_dir():
+                for path in sorted(out.iterdir()):
+                    tracker.safe(tracker.log_artifact, run_id, path, folder="qgd")
+            tracker.end_run(run_id, status)
