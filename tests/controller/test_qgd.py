@@ -122,3 +122,17 @@ def test_gymnasiums_checker_accepts_both_environments(control: str) -> None:
     from gymnasium.utils.env_checker import check_env
 
     check_env(QGDEnv(control, steps=5), skip_render_check=True)
+
+
+def test_armijo_backtracks_until_the_step_decreases_enough_then_accepts() -> None:
+    from tune_app.controller import qgd_eval
+
+    e = QGDEnv("lr", steps=2, memory=2, alpha_c=3.0, problems=lambda rng: Quadratic())  # type: ignore[arg-type]
+    obs, _ = e.reset(seed=0)
+    # the anchor after one plain step at 3: (4, -2) - 3 (4, -2) = (-8, 4); candidate (16, -8)
+    assert qgd_eval.armijo(e, obs) == ACTIONS["lr"].index("half")
+    obs, *_ = e.step(qgd_eval.armijo(e, obs))  # alpha 1.5: candidate (4, -2), a quarter of f
+    assert qgd_eval.armijo(e, obs) == ACTIONS["lr"].index("accept")
+    result = qgd_eval.episode(e, qgd_eval.plain, seed=0)
+    # reset: the plain step and the anchor; then one per candidate (the first + 2 steps)
+    assert result["evaluations"] == 2 + 3

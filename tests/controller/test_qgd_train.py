@@ -66,3 +66,24 @@ def test_rllib_iterations_on_the_cluster_log_to_mlflow_and_export(
         "qgd/q_network.pt",
         "qgd/manifest.json",
     }
+
+
+def test_the_benchmark_compares_a_policy_with_its_baselines(tmp_path: Path) -> None:
+    """benchmarks/qgd_controller.py on an untrained export: one row per controller."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    settings = QGDSettings(**TINY)
+    learner = dqn_config(settings).build_learner(env=RLlibQGDEnv(settings.env_config()))
+    learner.build()
+    export(learner, tmp_path, settings, {})
+    script = REPO / "benchmarks" / "qgd_controller.py"
+    args = ["--policy", str(tmp_path), "--episodes", "3", "--grid", "0.3,1"]
+    proc = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split("|")[1].strip() for line in proc.stdout.splitlines() if line[:2] == "| "]
+    assert rows == ["controller", "plain", "armijo", "best fixed", "qgd"]

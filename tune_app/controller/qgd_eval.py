@@ -1,0 +1,74 @@
+"""Q-gradient descent against its baselines on held-out generated objective nets.
+
+Every controller plays the same :class:`~tune_app.controller.qgd.QGDEnv` episodes
+(same seed: the same net, data and start), for the same number of steps:
+
+* ``plain``: always ``accept``: plain gradient descent at ``alpha_c``;
+* ``armijo``: backtracking line search (Hansen's baseline): ``half`` while the
+  candidate fails Armijo's condition ``f(x) <= f(x_bar) - c alpha |d|^2``
+  (``c = 1e-4``), else ``accept``;
+* ``qgd``: the greedy action of a pretrained policy.
+
+Each episode reports the final anchor's value (training loss for ``lr``,
+validation error for ``l2``) and the objective evaluations spent, so controllers
+can be compared at equal steps and at equal evaluations. Seeds from
+``HELD_OUT`` on are never used by pretraining (it draws nets from its own seed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from tune_app.controller.qgd import ACTIONS, QGDEnv
+
+HELD_OUT = 1_000_000
+ARMIJO_C = 1e-4
+Controller = Callable[[QGDEnv, np.ndarray], int]
+
+
+def plain(env: QGDEnv, obs: np.ndarray) -> int:
+    """Always accept: gradient descent at the reset rate."""
+    return ACTIONS[env.control].index("accept")
+
+
+def armijo(env: QGDEnv, obs: np.ndarray) -> int:
+    """Backtracking line search on the training loss (``lr`` only), from the values
+    the environment already evaluated (the candidate's, the anchor's)."""
+    if env.control != "lr":
+        raise ValueError("armijo line search controls the learning rate only")
+    decrease = ARMIJO_C * env.alpha * float(env.direction @ env.direction)
+    ok = env.candidate_value <= env.anchor_value - decrease
+    return ACTIONS["lr"].index("accept" if ok else "half")
+
+
+def greedy(policy: Any) -> Controller:
+    """The greedy action of a policy with ``q_values(obs)``."""
+
+    def act(env: QGDEnv, obs: np.ndarray) -> int:
+        return int(np.argmax(policy.q_values(obs)))
+
+    return act
+
+
+def episode(env: QGDEnv, controller: Controller, seed: int) -> dict[str, float]:
+    """One episode from ``env.reset(seed=seed)``; the final anchor's value and the
+    evaluations spent."""
+    obs, info = env.reset(seed=seed)
+    truncated = False
+    while not truncated:
+        obs, _, _, truncated, info = env.step(controller(env, obs))
+    return {"value": float(info["anchor_value"]), "evaluations": float(info["evaluations"])}
+
+
+def compare(
+    controllers: dict[str, Controller], episodes: int, env_kwargs: dict[str, Any]
+) -> dict[str, list[dict[str, float]]]:
+    """Every controller on the same ``episodes`` held-out nets."""
+    out: dict[str, list[dict[str, float]]] = {name: [] for name in controllers}
+    for i in range(episodes):
+        for name, controller in controllers.items():
+            out[name].append(episode(QGDEnv(**env_kwargs), controller, HELD_OUT + i))
+    return out
