@@ -2,8 +2,10 @@
 fixed learning rate, on held-out generated objective nets (paired by net).
 
     .venv/bin/python benchmarks/qgd_controller.py --policy DIR --episodes 20
+    .venv/bin/python benchmarks/qgd_controller.py --policy DIR --train 30   # train first
 
-``DIR`` is a policy from :func:`tune_app.controller.qgd_train.train`. Every
+``DIR`` is a policy from :func:`tune_app.controller.qgd_train.train` (with
+``--train N``: N iterations of it on an embedded Ray, written to ``DIR``). Every
 controller plays the same nets (seeds from ``qgd_eval.HELD_OUT`` on, never used in
 pretraining), the same number of steps from the same start:
 
@@ -45,7 +47,14 @@ def main() -> None:
     parser.add_argument("--policy", type=Path, required=True)
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--grid", default="0.03,0.1,0.3,1,3")
+    parser.add_argument("--train", type=int, default=0, help="pretrain N iterations first")
     args = parser.parse_args()
+    if args.train:
+        from tune_app.controller.qgd_train import QGDSettings, train
+        from tune_app.run.placement import ensure_ray
+
+        ensure_ray()
+        train(QGDSettings(control="lr", iterations=args.train), out=args.policy)
     policy = load(args.policy)
     s = policy.manifest["settings"]
     env: dict[str, Any] = {
