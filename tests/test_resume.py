@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -314,6 +314,25 @@ def _listening_ports(marker: str) -> set[int]:
     return ports
 
 
+def _two_trials_then_a_snapshot(
+    name: str, tmp_path: Path
+) -> tuple[Callable[[], Searcher], GuardedSearcher, str]:
+    """A fresh-searcher factory, a searcher told two finished trials, and the path
+    of the snapshot it saved then (Tune's last one before the crash)."""
+    space = spaces.load(DIGITS)
+
+    def make() -> Searcher:
+        return strategies.build_searcher(name, space, "val_accuracy", "max", 7)
+
+    original = GuardedSearcher(make())
+    for i in range(2):
+        config = original.suggest(f"t{i}")
+        original.on_trial_complete(f"t{i}", {"val_accuracy": _value(config), "epoch": 3})
+    snapshot = str(tmp_path / "snapshot")
+    original.save(snapshot)
+    return make, original, snapshot
+
+
 def tune_snapshot(searcher: Searcher, fresh: Searcher, path: Path) -> None:
     """Save ``searcher`` as Tune saves it with an experiment snapshot (wrappers'
     ``get_state``, the innermost searcher's ``save``) and restore ``fresh`` from it
@@ -389,17 +408,7 @@ def test_trials_that_finished_after_the_snapshot_are_not_trained_again(
     from tune_app.run.resume import ResumableSearcher
     from tune_app.tracking.state import RunState
 
-    space = spaces.load(DIGITS)
-
-    def make() -> Searcher:
-        return strategies.build_searcher(name, space, "val_accuracy", "max", 7)
-
-    original = GuardedSearcher(make())
-    for i in range(2):
-        config = original.suggest(f"t{i}")
-        original.on_trial_complete(f"t{i}", {"val_accuracy": _value(config), "epoch": 3})
-    snapshot = str(tmp_path / "snapshot")
-    original.save(snapshot)  # Tune's last snapshot ...
+    make, original, snapshot = _two_trials_then_a_snapshot(name, tmp_path)  # Tune's ...
     late = []
     for i in range(2, 4):  # ... then two trials started and finished: only the journal knows
         config = original.suggest(f"t{i}")
@@ -442,17 +451,7 @@ def test_orphans_continue_first_and_their_configs_are_not_trained_again(
     from tune_app.run.resume import ResumableSearcher
     from tune_app.tracking.state import RunState
 
-    space = spaces.load(DIGITS)
-
-    def make() -> Searcher:
-        return strategies.build_searcher(name, space, "val_accuracy", "max", 7)
-
-    original = GuardedSearcher(make())
-    for i in range(2):
-        config = original.suggest(f"t{i}")
-        original.on_trial_complete(f"t{i}", {"val_accuracy": _value(config), "epoch": 3})
-    snapshot = str(tmp_path / "snapshot")
-    original.save(snapshot)
+    make, original, snapshot = _two_trials_then_a_snapshot(name, tmp_path)
     orphan = original.suggest("t2")  # started after the snapshot, never finished
     late = original.suggest("t3")  # started and finished after the snapshot
     original.on_trial_complete("t3", {"val_accuracy": _value(late), "epoch": 3})

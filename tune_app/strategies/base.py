@@ -12,6 +12,7 @@ plugin declares.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,24 @@ class SpaceSearcher(Searcher):
         value = metric_value(result, self._metric or "")
         if value is not None:
             self.last[trial_id] = value
+
+    def common_state(self, rng: random.Random) -> dict[str, Any]:
+        """What every searcher here saves besides its own state (JSON): the last
+        values, its generator ``rng``, metric and mode."""
+        version, internal, gauss = rng.getstate()
+        return {
+            "last": self.last,
+            "rng": [version, list(internal), gauss],
+            "metric": self._metric,
+            "mode": self._mode,
+        }
+
+    def set_common_state(self, state: Mapping[str, Any], rng: random.Random) -> None:
+        """Read back what :meth:`common_state` returned."""
+        self.last = {k: float(v) for k, v in state["last"].items()}
+        version, internal, gauss = state["rng"]
+        rng.setstate((version, tuple(internal), gauss))
+        self._metric, self._mode = state["metric"], state["mode"]
 
     def final_value(
         self, trial_id: str, result: dict[str, Any] | None, error: bool

@@ -212,16 +212,12 @@ class DQNSearcher(SpaceSearcher):
     # -- persistence ------------------------------------------------------------------
     def save(self, checkpoint_path: str) -> None:
         """Write the full search state as JSON (no pickle)."""
-        version, internal, gauss = self.rng.getstate()
         state = {
             "hist": self.hist.to_json(),
             "walkers": [w.to_json() for w in self.walkers],
             "idle": self.idle,
             "trials": self.trials,
-            "last": self.last,
-            "rng": [version, list(internal), gauss],
-            "metric": self._metric,
-            "mode": self._mode,
+            **self.common_state(self.rng),
         }
         with open(checkpoint_path, "w") as fh:
             json.dump(state, fh)
@@ -234,10 +230,7 @@ class DQNSearcher(SpaceSearcher):
         self.walkers = [mdp.Walker.from_json(w) for w in state["walkers"]]
         self.idle = [int(i) for i in state["idle"]]
         self.trials = state["trials"]
-        self.last = {k: float(v) for k, v in state["last"].items()}
-        version, internal, gauss = state["rng"]
-        self.rng.setstate((version, tuple(internal), gauss))
-        self._metric, self._mode = state["metric"], state["mode"]
+        self.set_common_state(state, self.rng)
 
 
 def budget_defaults(space: SearchSpace, budget_epochs: int) -> dict[str, Any]:

@@ -203,17 +203,13 @@ class RegularizedEvolution(SpaceSearcher):
     # -- persistence ------------------------------------------------------------------
     def save(self, checkpoint_path: str) -> None:
         """Write the full search state as JSON (no pickle)."""
-        version, internal, gauss = self.rng.getstate()
         state = {
             "born": self.born,
             "members": self.members,
             "running": self.running,
             "origins": self.origins,
             "seen": sorted(self.seen),
-            "last": self.last,
-            "rng": [version, list(internal), gauss],
-            "metric": self._metric,
-            "mode": self._mode,
+            **self.common_state(self.rng),
         }
         with open(checkpoint_path, "w") as fh:
             json.dump(state, fh)
@@ -227,10 +223,7 @@ class RegularizedEvolution(SpaceSearcher):
         self.running = dict(state["running"])
         self.origins = dict(state["origins"])
         self.seen = set(state["seen"])
-        self.last = {k: float(v) for k, v in state["last"].items()}
-        version, internal, gauss = state["rng"]
-        self.rng.setstate((version, tuple(internal), gauss))
-        self._metric, self._mode = state["metric"], state["mode"]
+        self.set_common_state(state, self.rng)
 
 
 def build(
