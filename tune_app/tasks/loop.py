@@ -98,7 +98,7 @@ class _TuneReporter:
     world_size = 1
 
     def __init__(self, initial: Any = None) -> None:
-        self.initial = initial  # a checkpoint to start from when Tune has none
+        self.initial = initial  # after a resume: a checkpoint newer than Tune's
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         from ray import tune
@@ -109,7 +109,7 @@ class _TuneReporter:
     def checkpoint_dir(self) -> Any:
         from ray import tune
 
-        return tune.get_checkpoint() or self.initial
+        return self.initial or tune.get_checkpoint()
 
     def broadcast(self, value: Any) -> Any:
         return value
@@ -157,11 +157,11 @@ def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
         return
     trial_id = lineage[0]
     if isinstance(spec.task, LookupObjective):  # nothing to train, no workers needed
-        initial = _orphan(spec, lineage, recorded)
+        initial = _resume_point(spec, lineage, recorded)
         look_up(config, spec.task, spec, trial_id, _TuneReporter(initial))
         return
     if spec.num_workers == 0:
-        train(config, spec, trial_id, _TuneReporter(_orphan(spec, lineage, recorded)))
+        train(config, spec, trial_id, _TuneReporter(_resume_point(spec, lineage, recorded)))
         return
 
     for key, value in TRAIN_ENV_DEFAULTS.items():
@@ -183,28 +183,43 @@ def _start(spec: TrialSpec, trial_id: str) -> tuple[list[str], int, dict[str, fl
     return [str(t) for t in lineage], int(recorded), final
 
 
-def _orphan(spec: TrialSpec, lineage: list[str], recorded: int) -> Any:
-    """The checkpoint of the latest epoch, at most ``recorded``, that Tune saved
-    for any trial of ``lineage`` under the run's ``tune_dir``, or None.
+def _resume_point(spec: TrialSpec, lineage: list[str], recorded: int) -> Any:
+    """After a resume (``recorded`` epochs of this trial in the journal): the
+    checkpoint of the latest epoch, at most ``recorded``, that Tune saved for any
+    trial of ``lineage`` under the run's ``tune_dir``, or None.
 
-    Used only when Tune has no checkpoint of this trial itself: a trial continuing
-    one a dead driver started (an *orphan*) finds the orphan's checkpoints in trial
-    directories the resumed Tune does not know. A checkpoint saved after the last
-    result the journal holds is skipped: that epoch is trained again, so its result
-    is recorded.
+    Tune restores a trial from the checkpoint its last snapshot knew, which may be
+    older than the journal (or none); a trial continuing one a dead driver started
+    (an *orphan*) has its checkpoints in trial directories the resumed Tune does
+    not know. Both continue from the newest one instead of retraining. A checkpoint
+    saved after the last result the journal holds is skipped: that epoch is trained
+    again, so its result is recorded.
     """
     from ray import tune
 
-    if not spec.tune_dir or tune.get_checkpoint() is not None or len(lineage) < 2:
+    if not spec.tune_dir or recorded < 1:
         return None
-    best: tuple[int, str] | None = None
+    own = tune.get_checkpoint()  # Tune's, or one of this trial from this driver
+    best: tuple[int, str] | None = (_epoch(own), "") if own is not None else None
     for tid in lineage:
         for path in Path(spec.tune_dir).glob(f"*_{tid}_*/checkpoint_*/{META}"):
             with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
                 found = (int(json.loads(path.read_text())["epoch"]), str(path.parent))
-                if found[0] <= recorded and (best is None or found > best):
+                if found[0] <= recorded and (best is None or found[0] > best[0]):
                     best = found
-    return None if best is None else tune.Checkpoint.from_directory(best[1])
+    if best is None or not best[1]:  # none, or Tune's own is the newest
+        return None
+    return tune.Checkpoint.from_directory(best[1])
+
+
+def _epoch(checkpoint: Any) -> int:
+    """The epoch a checkpoint was saved at (0: unknown)."""
+    with (
+        contextlib.suppress(OSError, ValueError, KeyError, TypeError),
+        checkpoint.as_directory() as d,
+    ):
+        return int(json.loads((Path(d) / META).read_text())["epoch"])
+    return 0
 
 
 def _tune_report_callback() -> Any:
