@@ -39,11 +39,12 @@ class SlowBlobs(Blobs):
     def __init__(self, pid_file: str = "", delay: float = 0.0) -> None:
         self.pid_file, self.delay = pid_file, delay
 
-    def load_data(self, config: Mapping[str, Any], seed: int) -> Any:
+    def build_model(self, config: Mapping[str, Any]) -> Any:
+        # In the worker (its data come from the run's data store, loaded elsewhere).
         if self.pid_file:
             with open(self.pid_file, "a") as fh:
                 fh.write(f"{os.getpid()}\n")
-        return super().load_data(config, seed)
+        return super().build_model(config)
 
     def eval_metrics(self, sums: Mapping[str, float], count: int) -> dict[str, float]:
         time.sleep(self.delay)

@@ -44,16 +44,17 @@ BLOBS = Blobs()
 
 
 class Rendezvous(Blobs):
-    """Blobs whose workers wait in ``load_data`` until ``parties`` workers (of any
+    """Blobs whose workers wait in ``build_model`` until ``parties`` workers (of any
     trials) have arrived, or ``timeout_s`` passed: concurrent trials then overlap
-    for certain, however fast the machine is."""
+    for certain, however fast the machine is. (Not in ``load_data``: over Ray
+    Train workers the run's data store loads the data, once.)"""
 
     name = "rendezvous"
 
     def __init__(self, folder: str = "", parties: int = 2, timeout_s: float = 120.0) -> None:
         self.folder, self.parties, self.timeout_s = folder, parties, timeout_s
 
-    def load_data(self, config: Mapping[str, Any], seed: int) -> tuple[Dataset, Dataset]:
+    def build_model(self, config: Mapping[str, Any]) -> nn.Module:
         import os
         import time
         from pathlib import Path
@@ -63,4 +64,4 @@ class Rendezvous(Blobs):
         deadline = time.monotonic() + self.timeout_s
         while len(list(here.glob("arrived-*"))) < self.parties and time.monotonic() < deadline:
             time.sleep(0.2)
-        return super().load_data(config, seed)
+        return super().build_model(config)

@@ -101,3 +101,24 @@ def test_task_references_resolve() -> None:
     ]:
         with pytest.raises(TaskError, match=needle):
             tasks.resolve(bad)
+
+
+def test_checkpoints_are_paced_by_their_cost_unless_every_epoch_is_needed(tmp_path: Path) -> None:
+    from tune_app.tasks.loop import CheckpointPacer
+
+    paced = CheckpointPacer(every_epoch=False, last_epoch=5)
+    assert paced.due(1, 0.1)  # the first: its cost is not known yet
+    paced.saved(1.0)
+    assert not paced.due(2, 10.0)  # 10 s of training: a 1 s checkpoint would be 10%
+    assert paced.due(3, 10.0)  # 20 s: 5%
+    paced.saved(1.0)
+    assert not paced.due(4, 1.0)
+    assert paced.due(5, 1.0)  # the last epoch
+    every = CheckpointPacer(every_epoch=True, last_epoch=5)
+    every.saved(1.0)
+    assert every.due(2, 0.0)
+    # What a scheduler's trials get (the driver sets it when there is a scheduler).
+    spec = TrialSpec(Blobs(), 0, 4, num_workers=0, checkpoint_every_epoch=True)
+    rec = Recorder(tmp_path)
+    train({"lr": 0.05}, spec, "t", rec)
+    assert len(rec.saved) == 4

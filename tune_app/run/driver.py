@@ -109,7 +109,8 @@ def run(plan: SearchPlan) -> SearchResult:
                 flush=True,
             )
         recorder, ledger = _start_recording(plan, run_dir, key, tracker, resuming)
-        tuner = _tuner(plan, run_dir, key, ledger, placement, resuming)
+        store = _data_store(plan, held, placement)
+        tuner = _tuner(plan, run_dir, key, ledger, placement, resuming, store)
         result = _fit(plan, tuner, recorder, ledger, manifest, run_dir, started)
         if req.verbose:
             print(
@@ -291,6 +292,24 @@ def _new_run(
     return run_dir, manifest
 
 
+def _data_store(plan: SearchPlan, held: ExitStack, placement: Placement) -> Any:
+    """The run's shared-data actor (:mod:`tune_app.tasks.shared_data`) when its
+    trials train a model on Ray Train workers (each a new process); stopped when the
+    run ends. In-trial runs reuse their trial processes, which keep their data."""
+    import ray
+
+    from tune_app.tasks.base import Task
+    from tune_app.tasks.shared_data import start_store
+
+    if not isinstance(plan.objective, Task) or placement.num_workers == 0:
+        return None
+    store = start_store()
+    held.callback(ray.kill, store)
+    # Start loading now (most trials' configs read the same data keys as ``fixed``).
+    store.ref.remote(plan.objective, dict(plan.fixed), plan.request.seed)
+    return store
+
+
 def _tuner(
     plan: SearchPlan,
     run_dir: Path,
@@ -298,6 +317,7 @@ def _tuner(
     ledger: Any,
     placement: Placement,
     resuming: bool,
+    store: Any = None,
 ) -> Any:
     """The Tuner: the trial function over Ray Train workers, the guarded searcher,
     the tapped scheduler and the relay callback; restored when resuming."""
@@ -321,7 +341,9 @@ def _tuner(
         tune_dir=str(run_dir / "tune"),
         max_failures=req.max_failures,
         ledger=ledger,
+        data=store,
         checkpoints_to_tune=bool(scheduler_name and plugin(scheduler_name).copies_trials),
+        checkpoint_every_epoch=plan.scheduler is not None,
     )
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, spec=spec), placement.trial_resources

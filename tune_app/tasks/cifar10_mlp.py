@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.datasets import CIFAR10
 
 from tune_app.errors import TaskError
 from tune_app.tasks.base import ClassificationTask, mlp, scaled_sizes
@@ -29,17 +28,24 @@ BASE = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 
 
-class CIFAR10Batches(CIFAR10):
-    """torchvision's CIFAR-10 reader that checks the batch files exist, not their md5.
+def _reader(root: Path, train: bool) -> Any:
+    """torchvision's CIFAR-10 reader, checking that the batch files exist, not their md5.
 
     The files are pickles (the format CIFAR-10 ships in): only point ``data_dir`` at
     data you trust. Skipping the md5 lets re-packed or smaller batch files in the
     same format load (the tests' fixtures); ``fetch`` still verifies the archive.
+    torchvision is imported here, not with the module: a trial's worker unpickles
+    the task without it (its data come from the run's store; importing torchvision
+    took a few seconds per worker).
     """
+    from torchvision.datasets import CIFAR10
 
-    train_list = [[name, None] for name, _ in CIFAR10.train_list]
-    test_list = [[name, None] for name, _ in CIFAR10.test_list]
-    meta = {**CIFAR10.meta, "md5": None}
+    class CIFAR10Batches(CIFAR10):
+        train_list = [[name, None] for name, _ in CIFAR10.train_list]
+        test_list = [[name, None] for name, _ in CIFAR10.test_list]
+        meta = {**CIFAR10.meta, "md5": None}
+
+    return CIFAR10Batches(str(root), train=train, download=False)
 
 
 def cifar10_files(root: Path) -> list[Path]:
@@ -64,7 +70,7 @@ def load_cifar10(root: Path, train: bool = True) -> tuple[torch.Tensor, torch.Te
 
     def read() -> tuple[torch.Tensor, torch.Tensor]:
         try:
-            ds = CIFAR10Batches(str(root), train=train, download=False)
+            ds = _reader(root, train)
         except (RuntimeError, ValueError, KeyError, EOFError, OSError) as exc:
             raise TaskError(f"cannot read the CIFAR-10 batches in {base}: {exc!r}") from None
         x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()

@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from tune_app.errors import TaskError
 from tune_app.run.budget import wait_for_epoch
+from tune_app.tasks import shared_data
 from tune_app.tasks.base import LookupObjective, Objective, Task, check_numeric
 
 # Train V2 polls its workers every 2 s by default, which dominates short trials;
@@ -58,6 +59,35 @@ STATE_FILE = "state.pt"
 META = "epoch.json"  # in every checkpoint: its epoch and the trial that trained it
 # (all of a lookup objective's checkpoint; beside STATE_FILE for a trained model)
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+CHECKPOINT_SHARE = 0.05  # paced checkpoints cost at most this share of the time between
+
+
+class CheckpointPacer:
+    """When a trial saves a checkpoint: its first and last epoch, and otherwise once
+    the time since the last checkpoint reaches its cost / :data:`CHECKPOINT_SHARE`.
+
+    A checkpoint (``torch.save`` plus Train persisting it) costs about 0.1 s over
+    Ray Train here, more than a small model's epoch; paced, checkpoints cost at most
+    5% of the training, and a crash retrains at most the time since the last one
+    (about 20 checkpoint costs). ``every_epoch`` (schedulers that pause or copy
+    trials) saves after every epoch.
+    """
+
+    def __init__(self, every_epoch: bool, last_epoch: int) -> None:
+        self.every_epoch, self.last_epoch = every_epoch, last_epoch
+        self.cost: float | None = None
+        self.since = 0.0
+
+    def due(self, epoch: int, elapsed: float) -> bool:
+        """Whether to save after ``epoch``, which took ``elapsed`` seconds."""
+        self.since += elapsed
+        if self.every_epoch or self.cost is None or epoch >= self.last_epoch:
+            return True
+        return self.since * CHECKPOINT_SHARE >= self.cost
+
+    def saved(self, cost: float) -> None:
+        """A checkpoint was saved and reported in ``cost`` seconds."""
+        self.cost, self.since = cost, 0.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +108,10 @@ class TrialSpec:
     # (PBT); otherwise Train keeps them and Tune gets the metrics only.
     checkpoints_to_tune: bool = False
     tune_dir: str = ""  # the run's Tune experiment directory (orphans' checkpoints)
+    data: Any = None  # the run's DataStore actor (tune_app.tasks.shared_data), if any
+    # A scheduler may pause or copy a trial after any epoch: it needs every epoch's
+    # state. Otherwise checkpoints are paced by their cost (CheckpointPacer).
+    checkpoint_every_epoch: bool = False
 
 
 class _Reporter(Protocol):
@@ -465,7 +499,9 @@ def train(hparams: Mapping[str, Any], spec: TrialSpec, trial_id: str, reporter: 
     torch.manual_seed(spec.seed)
     device = _device(spec, reporter)
 
-    train_ds, val_ds = task.load_data(config, spec.seed)
+    loading = time.perf_counter()
+    train_ds, val_ds = shared_data.load(spec.data, task, config, spec.seed)
+    data_s = time.perf_counter() - loading
     train_ds = _subset(train_ds, float(config.get("data_fraction", 1.0)), spec.seed)
     rank, world = reporter.rank, reporter.world_size
     sampler: DistributedSampler = DistributedSampler(
@@ -488,6 +524,7 @@ def train(hparams: Mapping[str, Any], spec: TrialSpec, trial_id: str, reporter: 
         )
 
     node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+    pacer = CheckpointPacer(spec.checkpoint_every_epoch, spec.max_epochs)
     for epoch in range(start_epoch + 1, spec.max_epochs + 1):
         granted = True
         if rank == 0 and spec.ledger is not None:
@@ -533,10 +570,12 @@ def train(hparams: Mapping[str, Any], spec: TrialSpec, trial_id: str, reporter: 
             "train_time_s": train_time_s,
         }
         if epoch == start_epoch + 1:
-            report.update(_inherited(parent, trial_id, start_epoch))
+            report.update(_inherited(parent, trial_id, start_epoch), data_s=data_s)
+        save = pacer.due(epoch, time.perf_counter() - started)
+        saving = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
-            if rank == 0 and not diverged:
+            if rank == 0 and save and not diverged:
                 torch.save(
                     {
                         "model": model.state_dict(),
@@ -549,6 +588,8 @@ def train(hparams: Mapping[str, Any], spec: TrialSpec, trial_id: str, reporter: 
                 (Path(tmp) / META).write_text(json.dumps({"epoch": epoch, "trial_id": trial_id}))
                 ckpt = tmp
             reporter.report(report, ckpt)
+        if save:
+            pacer.saved(time.perf_counter() - saving)
         if diverged:
             return
 
