@@ -27,6 +27,7 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -39,6 +40,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import tune_app  # noqa: E402, F401  (sets Ray's loopback-only default before Ray starts)
+
+# isort: split
+from ray.train import UserCallback  # noqa: E402
 
 # Per task: hyperparameters, epochs, and the fixture size (training images).
 SETUPS: dict[str, dict[str, Any]] = {
@@ -105,17 +109,40 @@ def bare(name: str, config: dict[str, Any], epochs: int, threads: int) -> dict[s
     return {"samples": samples, "train_s": train_s, "wall_s": time.perf_counter() - started}
 
 
+class _Reports(UserCallback):
+    """A Train callback (on the controller) that appends every report's metrics to
+    a file: ``metrics_dataframe`` holds only the checkpointed ones."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def after_report(
+        self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any
+    ) -> None:
+        """Rank 0's metrics, one JSON line per report."""
+        with self.path.open("a") as f:
+            f.write(json.dumps({k: v for k, v in metrics[0].items() if k == "train_time_s"}) + "\n")
+
+
 def ray_train(
     name: str, config: dict[str, Any], epochs: int, threads: int, storage: Path
 ) -> dict[str, float]:
-    """The project's Ray Train loop in a 1-worker TorchTrainer."""
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    """The project's Ray Train loop in a 1-worker TorchTrainer, with the run's data
+    store (started here, so its one data load is in the wall time) and paced
+    checkpoints, as a search's trials have them."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from tune_app import tasks
     from tune_app.tasks.loop import TrialSpec, train_loop_per_worker
+    from tune_app.tasks.shared_data import start_store
 
     started = time.perf_counter()
+    store = start_store()
+    reports = storage / f"reports-{time.time_ns()}.jsonl"
+    storage.mkdir(parents=True, exist_ok=True)
+    callback = _Reports(reports)
     spec = TrialSpec(
         task=tasks.resolve(name),
         seed=0,
@@ -124,6 +151,7 @@ def ray_train(
         num_workers=1,
         cpus_per_worker=threads,
         storage_path=str(storage),
+        data=store,
     )
     hparams = {k: v for k, v in config.items() if k != "data_dir"}
     trainer = TorchTrainer(
@@ -134,20 +162,19 @@ def ray_train(
         run_config=RunConfig(
             name=f"bench-{name}-{time.time_ns()}",
             storage_path=str(storage),
-            # Keep every epoch's checkpoint so metrics_dataframe has every epoch's
-            # train_time_s (the project keeps 1; deleting old ones is cheap).
-            checkpoint_config=CheckpointConfig(num_to_keep=None),
+            callbacks=[callback],
         ),
     )
-    result = trainer.fit()
+    trainer.fit()
     wall = time.perf_counter() - started
-    frame = result.metrics_dataframe
-    if frame is None or len(frame) != epochs:
-        raise RuntimeError(f"expected {epochs} epoch reports, got {frame}")
+    ray.kill(store)
+    times = [json.loads(line)["train_time_s"] for line in reports.read_text().splitlines()]
+    if len(times) != epochs:
+        raise RuntimeError(f"expected {epochs} epoch reports, got {len(times)}")
     n_train = len(spec.task.load_data({**config}, 0)[0])  # type: ignore[arg-type]
     return {
         "samples": n_train * epochs,
-        "train_s": float(frame["train_time_s"].sum()),
+        "train_s": float(sum(times)),
         "wall_s": wall,
     }
 
@@ -158,6 +185,9 @@ def main() -> int:
     parser.add_argument("--tasks", default="cifar10_mlp,mnist_cnn")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads = worker CPUs")
+    parser.add_argument(
+        "--epochs", type=int, default=0, help="epochs per run (default: each task's own)"
+    )
     args = parser.parse_args()
     names = [t for t in args.tasks.split(",") if t]
     unknown = set(names) - set(SETUPS)
@@ -179,12 +209,13 @@ def main() -> int:
             for name in names:
                 setup = SETUPS[name]
                 config = {**setup["hparams"], "data_dir": str(root / "data")}
+                epochs = args.epochs or setup["epochs"]
                 order = ["bare", "ray-train"] if rep % 2 == 0 else ["ray-train", "bare"]
                 for mode in order:
                     if mode == "bare":
-                        r = bare(name, config, setup["epochs"], args.threads)
+                        r = bare(name, config, epochs, args.threads)
                     else:
-                        r = ray_train(name, config, setup["epochs"], args.threads, root / "runs")
+                        r = ray_train(name, config, epochs, args.threads, root / "runs")
                     rows.setdefault((name, mode), []).append(r)
                     print(
                         f"  repeat {rep} {name:<12} {mode:<9} {r['samples']:>7.0f} samples "

@@ -7,6 +7,10 @@ per trial and the ratio to the bare compute (the same trials trained in a plain
 loop in this process, divided by the concurrency).
 
     .venv/bin/python benchmarks/trial_overhead.py --trials 6 --epochs 2 --repeats 2
+
+``--without-sharing`` adds both modes as they ran before the run's data store and
+paced checkpoints (:mod:`tune_app.tasks.shared_data`, ``CheckpointPacer``): every
+trial loads its data itself and checkpoints every epoch.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +29,9 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 from tune_app import run_search
 from tune_app.comparison.finalists import Collector
+from tune_app.run import driver
 from tune_app.run.placement import ensure_ray
+from tune_app.tasks import loop
 from tune_app.tasks.digits_mlp import DigitsMLP
 from tune_app.tasks.loop import TrialSpec, train
 
@@ -35,6 +43,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument(
+        "--without-sharing",
+        action="store_true",
+        help="also run each mode without the data store, checkpointing every epoch",
+    )
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="overhead-"))
@@ -59,23 +72,27 @@ def main() -> None:
         "in-trial (num_workers=0)": [],
         "ray-train (num_workers=1)": [],
     }
+    if args.without_sharing:
+        walls["in-trial, before (0)"] = []
+        walls["ray-train, before (1)"] = []
     configs: list[dict[str, Any]] = []
     for rep in range(args.repeats):
         order = list(walls) if rep % 2 == 0 else list(reversed(walls))
         for label in order:
-            start = time.perf_counter()
-            result = run_search(
-                "random",
-                space,
-                budget_epochs=budget,
-                max_trials=args.trials,
-                seed=0,
-                num_workers=0 if "0" in label else 1,
-                tracking_uri=f"sqlite:///{tmp}/m.db",
-                storage_path=tmp / "runs",
-                verbose=False,
-            )
-            walls[label].append(time.perf_counter() - start)
+            with _before(args.without_sharing and "before" in label):
+                start = time.perf_counter()
+                result = run_search(
+                    "random",
+                    space,
+                    budget_epochs=budget,
+                    max_trials=args.trials,
+                    seed=0,
+                    num_workers=0 if "0" in label else 1,
+                    tracking_uri=f"sqlite:///{tmp}/m.db",
+                    storage_path=tmp / "runs",
+                    verbose=False,
+                )
+                walls[label].append(time.perf_counter() - start)
             configs = [
                 {k[len("config.") :]: v for k, v in row.items() if k.startswith("config.")}
                 for row in result.trials.to_dict("records")
@@ -97,8 +114,29 @@ def main() -> None:
     means = {k: sum(v) / len(v) for k, v in walls.items()}
     for label, mean in means.items():
         print(f"{label:<28}{mean:>14.1f}{mean / args.trials:>11.2f}{mean / bare:>13.1f}")
-    a, b = means.values()
+    a, b = list(means.values())[:2]
     print(f"ratio ray-train / in-trial: {b / a:.2f}")
+    if args.without_sharing:
+        for label in ("in-trial", "ray-train"):
+            now = next(v for k, v in means.items() if k.startswith(label + " ("))
+            before = next(v for k, v in means.items() if k.startswith(label + ", before"))
+            print(f"ratio {label} now / before: {now / before:.2f}")
+
+
+@contextmanager
+def _before(active: bool) -> Iterator[None]:
+    """While ``active``: runs as before the data store and paced checkpoints (no
+    store; every trial spec checkpoints every epoch)."""
+    if not active:
+        yield
+        return
+    store, spec = driver._data_store, loop.TrialSpec
+    driver._data_store = lambda plan, held, placement: None  # type: ignore[assignment]
+    loop.TrialSpec = lambda **kw: spec(**{**kw, "checkpoint_every_epoch": True})  # type: ignore[assignment, misc]
+    try:
+        yield
+    finally:
+        driver._data_store, loop.TrialSpec = store, spec  # type: ignore[misc]
 
 
 if __name__ == "__main__":
