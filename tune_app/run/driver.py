@@ -322,6 +322,7 @@ def _tuner(
         max_failures=req.max_failures,
         ledger=ledger,
         checkpoints_to_tune=bool(scheduler_name and plugin(scheduler_name).copies_trials),
+        inner=plan.inner,
     )
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, spec=spec), placement.trial_resources
