@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -271,4 +272,62 @@ def test_a_search_records_the_controller_in_mlflow(
     assert len(client.get_metric_history(kid.info.run_id, "inner_lambda")) == len(steps)
     assert [a.path for a in client.list_artifacts(kid.info.run_id, "inner")] == [
         "inner/trial-001.png"
+    ]
+
+
+class _SeriesTracker:
+    """An MLflow stand-in that stores points and loses the reply of the first series write."""
+
+    def __init__(self) -> None:
+        self.points: list[tuple[str, str, int]] = []
+        self.lose_next = True
+        self.client = SimpleNamespace(get_metric_history=self._history)
+
+    def _history(self, run_id: str, key: str) -> list[Any]:
+        return [SimpleNamespace(step=s) for r, k, s in self.points if (r, k) == (run_id, key)]
+
+    def start_run(self, name: str, tags: Any, params: Any, parent: str) -> str:
+        return name
+
+    def find_child(self, parent: str, trial: str) -> str | None:
+        return None
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int, strict: bool) -> None:
+        self.points += [(run_id, k, step) for k in metrics]
+
+    def log_series(self, run_id: str, points: list[tuple[int, str, float]]) -> None:
+        self.points += [(run_id, k, s) for s, k, _ in points]
+        if self.lose_next:
+            self.lose_next = False
+            raise ConnectionError("reply lost")
+
+
+def test_per_step_metrics_are_logged_once_at_their_optimizer_steps(tmp_path: Path) -> None:
+    from tune_app.tracking.outbox import JOURNAL, Journal, Outbox
+
+    tracker = _SeriesTracker()
+    box = Outbox(Journal(tmp_path / JOURNAL), tracker, "parent", "val_accuracy")
+    box.submit({"k": "trial", "id": "t", "index": 1, "config": {}})
+    rows = [
+        {"step": 4, "inner_alpha": 0.1, "inner_action_lr": -1.0},
+        {"step": 8, "inner_alpha": 0.05},
+    ]
+    box.submit(
+        {
+            "k": "result",
+            "id": "t",
+            "epoch": 1,
+            "spent": 1,
+            "best": 0.5,
+            "metrics": {},
+            "series": rows,
+        }
+    )
+    while not box.flush(force=True):  # the first try fails after MLflow stored the points
+        pass
+    logged = sorted(p for p in tracker.points if p[0] == "trial-001" and p[1].startswith("inner"))
+    assert logged == [
+        ("trial-001", "inner_action_lr", 4),
+        ("trial-001", "inner_alpha", 4),
+        ("trial-001", "inner_alpha", 8),
     ]

@@ -60,7 +60,7 @@ def plot(rows: Sequence[dict[str, float]], path: Path, title: str) -> Path:
     steps = [r["step"] for r in rows]
     for ax, (key, label, control) in zip(axes, shown, strict=True):
         values = [r.get(key, math.nan) for r in rows]
-        ax.step(steps, values, where="post", color="tab:blue", lw=1.2)
+        ax.step(steps, values, where="pre", color="tab:blue", lw=1.2)
         if any(v > 0 for v in values):
             ax.set_yscale("log")
         for code, marker, colour, name in MARKS:
