@@ -19,7 +19,7 @@ from tests.controller.inner_policies import Scripted, improved_policy, random_po
 from tests.tasks.test_loop import Recorder
 from tests.user_tasks import Blobs
 from tune_app.controller.inner import InnerController, InnerSpec, resolve
-from tune_app.controller.inner_record import REPORT_KEY
+from tune_app.controller.inner_record import REPORT_KEY, clean
 from tune_app.errors import ConfigError, TaskError
 from tune_app.run.request import SearchRequest
 from tune_app.tasks.loop import STATE_FILE, TrialSpec, train
@@ -148,7 +148,7 @@ def test_the_state_survives_a_checkpoint_exactly(tmp_path: Path) -> None:
     model2.load_state_dict(state["model"])
     opt2.load_state_dict(state["opt"])
     ctl2.load_state_dict(state["inner"])
-    assert ctl2.report()[REPORT_KEY] == []  # reported before the checkpoint
+    assert clean(ctl2.report()[REPORT_KEY]) == []  # reported before the checkpoint
     tail = list(batches(seed=1, n=9))
     run(model, opt, ctl, iter(tail), 9)
     run(model2, opt2, ctl2, iter(tail), 9)
@@ -167,7 +167,7 @@ def test_the_loop_reports_steps_and_a_resumed_trial_continues_them(tmp_path: Pat
     )
     first = Recorder(tmp_path)
     train({"lr": 0.05, "optimizer": "adam"}, spec, "t", first)
-    steps = [[row["step"] for row in r[REPORT_KEY]] for r in first.reports]
+    steps = [[row["step"] for row in clean(r[REPORT_KEY])] for r in first.reports]
     assert steps == [[2, 4], [6, 8, 10]]  # 5 batches an epoch, K = 2: steps continue
     saved = torch.load(first.saved[0] / STATE_FILE, weights_only=True)
     assert saved["inner"]["step"] == 5 and len(saved["inner"]["history"]) == 2
@@ -273,6 +273,8 @@ def test_a_search_records_the_controller_in_mlflow(
     assert [a.path for a in client.list_artifacts(kid.info.run_id, "inner")] == [
         "inner/trial-001.png"
     ]
+    params = client.get_run(result.mlflow_run_id).data.params
+    assert (params["inner_controller"], params["inner_every"]) == ("lr", "4")
 
 
 class _SeriesTracker:

@@ -50,7 +50,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from tune_app.controller.inner_record import ALPHA, CODES, LAMBDA, REPORT_KEY, action_key
+from tune_app.controller.inner_record import (
+    ALPHA,
+    CODES,
+    LAMBDA,
+    REPORT_KEY,
+    action_key,
+    encode,
+)
 from tune_app.controller.policy import QPolicy
 from tune_app.controller.qgd import ACTIONS, CONTROLS, N_FEATURES, UP, features
 from tune_app.errors import ConfigError, TaskError
@@ -328,7 +335,7 @@ class InnerController:
     def report(self) -> dict[str, Any]:
         """The controller steps since the last report, for the epoch's report."""
         rows, self.reported = self.history[self.reported :], len(self.history)
-        return {REPORT_KEY: [dict(r) for r in rows]}
+        return {REPORT_KEY: encode(rows)}
 
     def state_dict(self) -> dict[str, Any]:
         """Everything :meth:`load_state_dict` needs (tensors and plain values only)."""
@@ -360,9 +367,11 @@ class InnerController:
         self.anchor_sum, self.anchor_n = float(state["at_anchor"][0]), int(state["at_anchor"][1])
         self.recent = [float(v) for v in state["recent"]]
         self.lowest = [float(v) for v in state["lowest"]]
-        self.anchor = _clone(state["anchor"])
+        device = self._device()  # a checkpoint is read onto the CPU
+        model = {k: v.detach().to(device, copy=True) for k, v in state["anchor"]["model"].items()}
+        self.anchor = {"model": model, "optimizer": _clone(state["anchor"]["optimizer"])}
         previous = state["previous"]
-        self.previous = None if previous is None else previous.to(self._device())
+        self.previous = None if previous is None else previous.to(device)
         self.history = [dict(r) for r in state["history"]]
         self.reported = len(self.history)  # reported with the checkpoint's epoch
         self._apply()

@@ -4,13 +4,16 @@ Each controller step is one row ``{"step": optimizer step, "inner_alpha": lr,
 "inner_lambda": weight_decay, "inner_action_<control>": code}`` (the values the
 block ran with, of the first param group; the action's code is -1 ``half``, 0
 ``accept``, +1 ``up``). The trial sends the rows since its last report under
-:data:`REPORT_KEY` in each epoch's report; the tracking callback journals them
+:data:`REPORT_KEY` in each epoch's report, as one JSON string (Tune's own result
+loggers skip a string quietly; a list makes its TensorBoard logger warn); the
+tracking callback journals them
 with the epoch's result, the outbox logs each value as an MLflow metric with
 ``step`` = the optimizer step, and at the trial's end :func:`plot` draws them.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,9 +30,18 @@ def action_key(control: str) -> str:
     return f"inner_action_{control}"
 
 
-def clean(rows: Any) -> list[dict[str, float]]:
+def encode(rows: Sequence[dict[str, float]]) -> str:
+    """Rows as the report's :data:`REPORT_KEY` value."""
+    return json.dumps(list(rows), separators=(",", ":"))
+
+
+def clean(text: Any) -> list[dict[str, float]]:
     """The well-formed rows of a report's :data:`REPORT_KEY` value (finite numbers
-    only, each with its integer ``step``)."""
+    only, each with its ``step``); anything malformed: no rows."""
+    try:
+        rows = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        return []
     out = []
     for row in rows if isinstance(rows, list) else []:
         if not isinstance(row, dict) or not isinstance(row.get("step"), int | float):

@@ -283,12 +283,24 @@ def _new_run(
             "gpus_per_worker": placement.gpus_per_worker,
             **{f"option.{k}": v for k, v in plan.strategy_options.items()},
             **{f"scheduler_option.{k}": v for k, v in plan.scheduler_options.items()},
+            **_inner_params(plan),
         },
         parent=req.parent_run_id,
     )
     manifest.experiment_id = tracker.experiment_id
     manifest.save(run_dir)
     return run_dir, manifest
+
+
+def _inner_params(plan: SearchPlan) -> dict[str, Any]:
+    """The inner controller's settings as the parent run's params (none when off)."""
+    if plan.inner is None:
+        return {}
+    return {
+        "inner_controller": ",".join(plan.inner.controls),
+        "inner_every": plan.inner.every,
+        "inner_policy": ",".join(p.source for p in plan.inner.policies.values()),
+    }
 
 
 def _tuner(
