@@ -1,6 +1,6 @@
 """What the inner controller (``--inner-controller``) costs per optimizer step.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/inner_overhead.py --steps 200 --repeats 5
+    .venv/bin/python benchmarks/inner_overhead.py --steps 300 --repeats 5 --every 10,2
 
 Side by side in one process, on CPU, with the same model, optimizer (Adam) and
 mini-batches: the training step alone (forward, backward, ``optimizer.step()``)
