@@ -137,6 +137,7 @@ def test_the_state_survives_a_checkpoint_exactly(tmp_path: Path) -> None:
     model, opt = tiny(lr=0.5)
     ctl = InnerController(spec, model, opt)
     run(model, opt, ctl, batches(), 7)  # mid-block
+    assert len(clean(ctl.report()[REPORT_KEY])) == 3  # an epoch's report, then its checkpoint
     buf = io.BytesIO()
     torch.save(
         {"model": model.state_dict(), "opt": opt.state_dict(), "inner": ctl.state_dict()}, buf

@@ -351,6 +351,7 @@ class InnerController:
             "anchor": self.anchor,
             "previous": self.previous,
             "history": [dict(r) for r in self.history],
+            "reported": self.reported,
         }
 
     def load_state_dict(self, state: Mapping[str, Any] | None) -> None:
@@ -373,5 +374,5 @@ class InnerController:
         previous = state["previous"]
         self.previous = None if previous is None else previous.to(device)
         self.history = [dict(r) for r in state["history"]]
-        self.reported = len(self.history)  # reported with the checkpoint's epoch
+        self.reported = int(state["reported"])  # rows after it: reported again
         self._apply()
