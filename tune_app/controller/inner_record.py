@@ -72,7 +72,9 @@ def plot(rows: Sequence[dict[str, float]], path: Path, title: str) -> Path:
     steps = [r["step"] for r in rows]
     for ax, (key, label, control) in zip(axes, shown, strict=True):
         values = [r.get(key, math.nan) for r in rows]
-        ax.step(steps, values, where="pre", color="tab:blue", lw=1.2)
+        # A row ends its block: each value spans the K steps before its row's step.
+        start = max(0.0, 2 * steps[0] - steps[1]) if len(steps) > 1 else 0.0
+        ax.step([start, *steps], [values[0], *values], where="pre", color="tab:blue", lw=1.2)
         if any(v > 0 for v in values):
             ax.set_yscale("log")
         for code, marker, colour, name in MARKS:
