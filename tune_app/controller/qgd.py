@@ -185,6 +185,38 @@ def _finite(v: float) -> float:
     return v if math.isfinite(v) else DIVERGED
 
 
+def features(
+    hyper: float,
+    anchor_value: float,
+    value: float,
+    recent_max: float,
+    direction: torch.Tensor,
+    neg_grad: torch.Tensor,
+    previous: torch.Tensor,
+    rank: float,
+) -> np.ndarray:
+    """The six state features (module docstring), each in [-1, 1]: ``hyper`` is the
+    hyperparameter over its reset value, ``value`` the candidate's objective,
+    ``neg_grad`` the negative gradient at the candidate, ``previous`` the direction
+    before ``direction``, ``rank`` the candidate against the lowest values (1/0/-1).
+    Shared with the training loop's controller (:mod:`tune_app.controller.inner`)."""
+    base = max(abs(anchor_value), 1e-12)
+    denom = float(direction.norm() * neg_grad.norm())
+    cosine = float(direction @ neg_grad) / denom if denom > 0 else 0.0
+    align = float(torch.sign(direction * previous).mean())
+    return np.asarray(
+        [
+            _clip(math.log2(hyper) / 10),
+            _clip((anchor_value - value) / base),
+            _clip((recent_max - anchor_value) / base),
+            _clip(cosine),
+            rank,
+            _clip(align),
+        ],
+        dtype=np.float32,
+    )
+
+
 class QGDEnv(gym.Env):
     """One episode: ``steps`` controlled steps on one generated objective net."""
 
@@ -290,22 +322,17 @@ class QGDEnv(gym.Env):
         self.lowest = sorted([*self.lowest, v])[: self.memory]
 
     def _observe(self) -> np.ndarray:
-        base = max(abs(self.anchor_value), 1e-12)
         hyper = self.alpha / self.alpha_c if self.control == "lr" else self.lam / self.lambda_c
-        neg_grad = -self.candidate_grad
-        denom = float(self.direction.norm() * neg_grad.norm())
-        cosine = float(self.direction @ neg_grad) / denom if denom > 0 else 0.0
-        v = self.candidate_value
-        align = float(torch.sign(self.direction * self.previous).mean())
-        features = [
-            _clip(math.log2(hyper) / 10),
-            _clip((self.anchor_value - v) / base),
-            _clip((max(self.recent) - self.anchor_value) / base),
-            _clip(cosine),
+        return features(
+            hyper,
+            self.anchor_value,
+            self.candidate_value,
+            max(self.recent),
+            self.direction,
+            -self.candidate_grad,
+            self.previous,
             self.rank,
-            _clip(align),
-        ]
-        return np.asarray(features, dtype=np.float32)
+        )
 
     def _info(self) -> dict[str, Any]:
         return {

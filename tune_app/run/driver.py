@@ -284,6 +284,7 @@ def _new_run(
             "gpus_per_worker": placement.gpus_per_worker,
             **{f"option.{k}": v for k, v in plan.strategy_options.items()},
             **{f"scheduler_option.{k}": v for k, v in plan.scheduler_options.items()},
+            **_inner_params(plan),
         },
         parent=req.parent_run_id,
     )
@@ -308,6 +309,17 @@ def _data_store(plan: SearchPlan, held: ExitStack, placement: Placement) -> Any:
     # Start loading now (most trials' configs read the same data keys as ``fixed``).
     store.ref.remote(plan.objective, dict(plan.fixed), plan.request.seed)
     return store
+
+
+def _inner_params(plan: SearchPlan) -> dict[str, Any]:
+    """The inner controller's settings as the parent run's params (none when off)."""
+    if plan.inner is None:
+        return {}
+    return {
+        "inner_controller": ",".join(plan.inner.controls),
+        "inner_every": plan.inner.every,
+        "inner_policy": ",".join(p.source for p in plan.inner.policies.values()),
+    }
 
 
 def _tuner(
@@ -344,6 +356,7 @@ def _tuner(
         data=store,
         checkpoints_to_tune=bool(scheduler_name and plugin(scheduler_name).copies_trials),
         checkpoint_every_epoch=plan.scheduler is not None,
+        inner=plan.inner,
     )
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, spec=spec), placement.trial_resources

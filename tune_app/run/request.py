@@ -33,9 +33,11 @@ from tune_app.errors import ConfigError
 from tune_app.spaces import SearchSpace
 
 if TYPE_CHECKING:
+    from tune_app.controller.inner import InnerSpec
     from tune_app.tasks.base import Objective
 
 DEFAULT_SPACE = "digits_mlp"  # a built-in space (tune_app/search_spaces/)
+INNER_EVERY = 10  # the inner controller's default K (optimizer steps per decision)
 
 
 def option(
@@ -140,6 +142,24 @@ class SearchRequest:
     scheduler_options: Mapping[str, Any] = option(
         {}, "options of the scheduler (unknown keys are errors)", cli=False, same_search=True
     )
+    inner_controller: str | None = option(
+        None,
+        "adjust the optimizer's lr and/or weight_decay inside every trial with a pretrained "
+        "Q-gradient-descent policy: lr, l2 or lr,l2 (default: off)",
+        same_search=True,
+    )
+    inner_every: int = option(
+        INNER_EVERY,
+        "with --inner-controller: optimizer steps per controller step (K >= 2)",
+        type=int,
+        same_search=True,
+    )
+    inner_policy: str | None = option(
+        None,
+        "with --inner-controller: policy directories, comma-separated, one per control "
+        "(default: the shipped tune_app/controller/weights/qgd_<control>)",
+        same_search=True,
+    )
     parent_run_id: str | None = option(
         None, "nest the search run under this MLflow run (compare)", cli=False, stored=False
     )
@@ -187,9 +207,22 @@ class SearchRequest:
             raise ConfigError(f"--max-concurrent must be an integer >= 1, got {m!r}")
         if not _is_int(self.max_failures) or self.max_failures < 0:
             raise ConfigError(f"--max-failures must be an integer >= 0, got {self.max_failures!r}")
+        self._check_inner()
         # Stored as plain dicts: the request is frozen, its option maps are copies.
         object.__setattr__(self, "strategy_options", dict(self.strategy_options or {}))
         object.__setattr__(self, "scheduler_options", dict(self.scheduler_options or {}))
+
+    def _check_inner(self) -> None:
+        """The inner controller's options, without loading a policy."""
+        k = self.inner_every
+        if not _is_int(k) or k < 2:  # a block's first step measures the anchor
+            raise ConfigError(f"--inner-every must be an integer >= 2, got {k!r}")
+        if self.inner_controller is not None:
+            from tune_app.controller.inner import parse_controls  # torch: only when used
+
+            parse_controls(self.inner_controller)
+        elif self.inner_policy is not None or k != INNER_EVERY:
+            raise ConfigError("--inner-every and --inner-policy need --inner-controller")
 
     @classmethod
     def make(cls, **kwargs: Any) -> SearchRequest:
@@ -255,6 +288,7 @@ class SearchRequest:
             else None
         )
         fixed = tasks.with_data_dir(sp.fixed, self.data_dir, objective.uses_data_dir)
+        inner = self._inner(sp, objective)
         return SearchPlan(
             request=self,
             space=sp,
@@ -265,7 +299,28 @@ class SearchRequest:
             searcher=searcher,
             scheduler=scheduler,
             fixed=fixed,
+            inner=inner,
         )
+
+    def _inner(self, sp: SearchSpace, objective: Objective) -> InnerSpec | None:
+        """The inner controller's spec, its policies loaded (None: off)."""
+        if self.inner_controller is None:
+            return None
+        from tune_app.controller import inner
+        from tune_app.tasks.base import Task
+
+        if not isinstance(objective, Task):
+            raise ConfigError(
+                f"--inner-controller needs a task that trains a model; {objective.name!r} "
+                f"is a lookup objective"
+            )
+        spec = inner.resolve(self.inner_controller, self.inner_every, self.inner_policy)
+        if "l2" in spec.controls and "weight_decay" not in (*sp.names, *sp.fixed):
+            raise ConfigError(
+                f"--inner-controller l2 scales weight_decay, which {sp.source} neither "
+                f"searches nor fixes; add weight_decay to its params or fixed"
+            )
+        return spec
 
     def _check_budget(
         self, strat: registry.Strategy, sp: SearchSpace, k_opts: dict[str, Any]
@@ -301,6 +356,7 @@ class SearchPlan:
     searcher: Any
     scheduler: Any
     fixed: dict[str, Any]
+    inner: InnerSpec | None = None
 
     @property
     def metric(self) -> str:

@@ -36,7 +36,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from ray.train import UserCallback
@@ -47,6 +47,9 @@ from tune_app.errors import TaskError
 from tune_app.run.budget import wait_for_epoch
 from tune_app.tasks import shared_data
 from tune_app.tasks.base import LookupObjective, Objective, Task, check_numeric
+
+if TYPE_CHECKING:
+    from tune_app.controller.inner import InnerController, InnerSpec
 
 # Train V2 polls its workers every 2 s by default, which dominates short trials;
 # these apply in the trial process and are propagated to Train's controller.
@@ -112,6 +115,7 @@ class TrialSpec:
     # A scheduler may pause or copy a trial after any epoch: it needs every epoch's
     # state. Otherwise checkpoints are paced by their cost (CheckpointPacer).
     checkpoint_every_epoch: bool = False
+    inner: InnerSpec | None = None  # --inner-controller (tune_app.controller.inner)
 
 
 class _Reporter(Protocol):
@@ -516,7 +520,12 @@ def train(hparams: Mapping[str, Any], spec: TrialSpec, trial_id: str, reporter: 
 
     model = task.build_model(config).to(device)
     optimizer = _optimizer(model.parameters(), config)
-    start_epoch, parent = _restore(reporter, model, optimizer, config, trial_id)
+    inner: InnerController | None = None
+    if spec.inner is not None:
+        from tune_app.controller.inner import InnerController
+
+        inner = InnerController(spec.inner, model, optimizer, world, rank, device)
+    start_epoch, parent = _restore(reporter, model, optimizer, config, trial_id, inner)
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
@@ -546,6 +555,8 @@ def train(hparams: Mapping[str, Any], spec: TrialSpec, trial_id: str, reporter: 
                 break
             loss.backward()
             optimizer.step()
+            if inner is not None:
+                inner.after_step(loss)  # every K steps: keep or undo the block, set lr/wd
             loss_sum += loss.item() * len(y)
             seen += len(y)
         train_time_s = time.perf_counter() - started  # the training pass only
@@ -571,6 +582,8 @@ def train(hparams: Mapping[str, Any], spec: TrialSpec, trial_id: str, reporter: 
         }
         if epoch == start_epoch + 1:
             report.update(_inherited(parent, trial_id, start_epoch), data_s=data_s)
+        if inner is not None:
+            report.update(inner.report())
         save = pacer.due(epoch, time.perf_counter() - started)
         saving = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
@@ -582,6 +595,7 @@ def train(hparams: Mapping[str, Any], spec: TrialSpec, trial_id: str, reporter: 
                         "optimizer": optimizer.state_dict(),
                         "epoch": epoch,
                         "trial_id": trial_id,
+                        **({"inner": inner.state_dict()} if inner is not None else {}),
                     },
                     Path(tmp) / STATE_FILE,
                 )
@@ -628,9 +642,11 @@ def _restore(
     optimizer: torch.optim.Optimizer,
     config: Mapping[str, Any],
     trial_id: str,
+    inner: InnerController | None = None,
 ) -> tuple[int, str | None]:
     """Load the latest checkpoint if the trial is resuming (or, under PBT, continues
-    another trial's); return its epoch and the trial that saved it."""
+    another trial's), with the inner controller's state; return its epoch and the
+    trial that saved it."""
     ckpt = reporter.checkpoint_dir()
     if ckpt is None:
         return 0, None
@@ -659,4 +675,6 @@ def _restore(
         for key in ("lr", "weight_decay", "momentum"):
             if key in group and key in fresh:
                 group[key] = fresh[key]
+    if inner is not None:  # after the reset: its values scale this trial's own
+        inner.load_state_dict(state.get("inner"))
     return int(state["epoch"]), parent

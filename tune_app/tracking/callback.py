@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
+from tune_app.controller import inner_record
 from tune_app.errors import TaskError
 from tune_app.strategies.base import TrialTagger
 from tune_app.tasks.base import NON_NUMERIC, check_numeric
@@ -148,6 +149,9 @@ class TrackingCallback(tune.Callback):
             "node_id": str(result.get("node_id", "")),
             "wall": round(self.elapsed(), 3),
         }
+        series = inner_record.clean(result.get(inner_record.REPORT_KEY))
+        if series:  # --inner-controller: its steps in this epoch, step = optimizer step
+            event["series"] = series
         parent = result.get("inherited_from")
         if isinstance(parent, str) and parent:  # PBT: continued another trial's checkpoint
             event.update(self._exploit(rec, parent, int(result.get("inherited_epoch", 0)), trial))
@@ -187,12 +191,26 @@ class TrackingCallback(tune.Callback):
             event["charged"] = min(rec.epochs + 1, self.max_epochs)
         if error:
             event["error"] = error[-4000:]
+        if rec.series:
+            event["artifacts"] = self._plot_inner(rec)
         self._record(event)
         self._say(
             f"trial {rec.index} {status.lower()}: {rec.epochs} epoch(s), {self.metric} "
             f"{_fmt(rec.last)} | budget {self.state.charged}/{self.budget} epochs | "
             f"best {_fmt(self.state.best)}"
         )
+
+    def _plot_inner(self, rec: TrialRecord) -> list[str]:
+        """The trial's inner-controller plot in the run directory (its path there),
+        for the child run's artifacts; a plot that fails costs a warning only."""
+        name = f"inner/trial-{rec.index:03d}.png"
+        title = f"trial-{rec.index:03d}: inner controller, values over optimizer steps"
+        try:
+            inner_record.plot(rec.series, self.outbox.journal.path.parent / name, title)
+        except Exception as exc:  # matplotlib or the disk; the metrics are in MLflow
+            self._say(f"trial {rec.index}: no inner-controller plot ({exc})")
+            return []
+        return [name]
 
     def alias(self, new_id: str, old_id: str) -> None:
         """From now on, results of Tune trial ``new_id`` continue trial ``old_id``."""

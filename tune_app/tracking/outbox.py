@@ -294,6 +294,29 @@ class Outbox:
             if (run_id, k) in self._history:
                 self._history[(run_id, k)].add(step)
 
+    def _log_series(self, run_id: str, rows: list[dict[str, Any]], verify: bool) -> None:
+        """Log each row's values at its own ``step`` (the inner controller's
+        optimizer steps), skipping on a re-send the steps MLflow already holds."""
+        points = [
+            (int(row["step"]), k, float(v))
+            for row in rows
+            for k, v in row.items()
+            if k != "step" and _finite(v)
+        ]
+        if verify:
+            points = [p for p in points if p[0] not in self._steps(run_id, p[1])]
+        if not points:
+            return
+        try:
+            self.tracker.log_series(run_id, points)
+        except Exception:
+            for _, k, _ in points:
+                self._history.pop((run_id, k), None)
+            raise
+        for step, k, _ in points:
+            if (run_id, k) in self._history:
+                self._history[(run_id, k)].add(step)
+
     def _send_trial(self, event: dict[str, Any], verify: bool) -> None:
         trial = str(event["id"])
         if trial in self.run_ids:
@@ -311,6 +334,7 @@ class Outbox:
     def _send_result(self, event: dict[str, Any], verify: bool) -> None:
         run_id = self.run_ids[str(event["id"])]
         self._log(run_id, dict(event.get("metrics") or {}), int(event["epoch"]), verify)
+        self._log_series(run_id, list(event.get("series") or ()), verify)
         if event.get("tags"):  # e.g. PBT's parent trial at an exploit (idempotent)
             self.tracker.set_tags(run_id, dict(event["tags"]))
         spent = int(event["spent"])
@@ -322,6 +346,10 @@ class Outbox:
         tags = {"tune_app.status": str(event["status"]), "tune_app.epochs": str(event["epochs"])}
         if event.get("error"):
             tags["tune_app.error"] = str(event["error"])[-4000:]
+        for name in event.get("artifacts") or ():  # e.g. the inner controller's plot
+            path = self.journal.path.parent / name
+            if path.exists():
+                self.tracker.log_artifact(run_id, path, str(Path(name).parent))
         status = "FINISHED" if event["status"] == "FINISHED" else "FAILED"
         if event["status"] == "INTERRUPTED":
             status = "KILLED"

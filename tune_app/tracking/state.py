@@ -33,6 +33,7 @@ class TrialRecord:
     started: float = field(default_factory=time.time)
     error: str = ""
     charged: int = 0  # epochs the budget paid: recorded, plus a failed trial's last
+    series: list[dict[str, float]] = field(default_factory=list)  # inner controller steps
 
     @property
     def ended(self) -> bool:
@@ -112,6 +113,7 @@ class RunState:
             rec.config = dict(event["config"])
         self.epochs_spent += 1
         rec.epochs = int(event["epoch"])
+        rec.series.extend(event.get("series") or ())
         value = metrics.get(self.metric)
         value = float(value) if isinstance(value, int | float) else math.nan
         rec.last = value

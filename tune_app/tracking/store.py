@@ -266,6 +266,15 @@ class Tracker:
         elif batch:
             self.safe(self.client.log_batch, run_id, metrics=batch)
 
+    def log_series(self, run_id: str, points: Sequence[tuple[int, str, float]]) -> None:
+        """Log ``(step, key, value)`` points, batched (raises on failure)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, int(step)) for step, k, v in points]
+        for i in range(0, len(batch), 1000):  # MLflow's limit per batch
+            self.client.log_batch(run_id, metrics=batch[i : i + 1000])
+
     def log_summary(self, run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> None:
         """Metrics (step 0) and tags of a run in one batch."""
         from mlflow.entities import Metric, RunTag
