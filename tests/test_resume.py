@@ -484,3 +484,39 @@ def test_orphans_continue_first_and_their_configs_are_not_trained_again(
             assert [r[0] for r in state.replays] == ["t2"]
     finally:
         live.release("orphan-run")
+
+
+def test_a_torn_snapshot_session_is_set_aside_so_the_newest_intact_one_restores(
+    tmp_path: Path,
+) -> None:
+    """A driver killed while Tune copied its snapshot left an empty searcher state;
+    Tune then restarted the experiment from nothing (seen in the asha kill loop)."""
+    import pickle
+
+    from tune_app.run.resume import drop_torn_snapshots
+
+    def session(name: str, searcher: bytes, state: str = "{}") -> None:
+        (tmp_path / f"experiment_state-{name}.json").write_text(state)
+        (tmp_path / f"search_gen_state-{name}.json").write_text("{}")
+        (tmp_path / f"searcher-state-{name}.pkl").write_bytes(searcher)
+
+    whole = pickle.dumps({"trials": [1, 2, 3]})
+    session("2026-11-30_16-24-14", whole)
+    session("2026-11-30_16-24-30", b"")  # cut short: empty
+    session("2026-11-30_16-24-45", whole[:-3])  # cut short: no STOP opcode
+    session("2026-11-30_16-24-50", whole, state='{"trials": [')  # torn JSON
+    (tmp_path / "tuner.pkl").write_bytes(b"")  # not a session file: left alone
+    assert drop_torn_snapshots(tmp_path) == [
+        "2026-11-30_16-24-30",
+        "2026-11-30_16-24-45",
+        "2026-11-30_16-24-50",
+    ]
+    left = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".torn"))
+    assert left == [
+        "experiment_state-2026-11-30_16-24-14.json",
+        "search_gen_state-2026-11-30_16-24-14.json",
+        "searcher-state-2026-11-30_16-24-14.pkl",
+        "tuner.pkl",
+    ]
+    assert len(list(tmp_path.glob("*.torn"))) == 9
+    assert drop_torn_snapshots(tmp_path) == []  # idempotent

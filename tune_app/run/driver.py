@@ -35,6 +35,7 @@ from tune_app.run.resume import (
     Manifest,
     ResumableSearcher,
     drop_orphans,
+    drop_torn_snapshots,
     latest_unfinished,
     locate,
     reconcile,
@@ -362,6 +363,13 @@ def _tuner(
         tune.with_parameters(run_trial, spec=spec), placement.trial_resources
     )
     tune_dir = run_dir / "tune"
+    if resuming and tune_dir.is_dir():
+        torn = drop_torn_snapshots(tune_dir)
+        if torn:
+            print(
+                f"tune_app: resume: set aside Tune's snapshot(s) {', '.join(torn)}: a file was "
+                f"cut short when the driver died; restoring the newest intact one"
+            )
     if resuming and tune.Tuner.can_restore(str(tune_dir)):
         # Tune brings back the searcher (with its state), the scheduler and the relay
         # it pickled when the run started; they find this driver by the run's key.

@@ -157,6 +157,48 @@ def latest_unfinished(root: Path, run_name: str, wanted: Manifest) -> Path | Non
     return None
 
 
+# Tune's snapshot files of one driver session, named by the session's start time.
+SNAPSHOT = re.compile(r"^(experiment_state|search_gen_state|searcher-state)-(.+)\.(json|pkl)$")
+
+
+def drop_torn_snapshots(tune_dir: Path) -> list[str]:
+    """Set aside (``*.torn``) every session of Tune's snapshot with a torn file.
+
+    Tune writes its snapshot in a staging folder and copies it into ``tune_dir``;
+    a driver killed during the copy leaves a file cut short (an empty searcher
+    state was seen). Tune then fails to restore and silently starts the
+    experiment again. Each restore reads the newest session's files, so setting a
+    torn session's files aside makes Tune restore the newest intact one; what
+    happened after it is in the journal, which resume replays. Returns the
+    sessions set aside.
+    """
+    sessions: dict[str, list[Path]] = {}
+    for path in tune_dir.glob("*-*.*"):
+        m = SNAPSHOT.match(path.name)
+        if m and path.is_file():
+            sessions.setdefault(m.group(2), []).append(path)
+    torn = sorted(s for s, files in sessions.items() if not all(map(_intact, files)))
+    for session in torn:
+        for path in sessions[session]:
+            path.rename(path.with_name(path.name + ".torn"))
+    return torn
+
+
+def _intact(path: Path) -> bool:
+    """Not cut short: not empty; a pickle ends with its STOP opcode; JSON parses."""
+    data = path.read_bytes()
+    if not data:
+        return False
+    if data[:1] == b"\x80":  # pickle protocol >= 2
+        return data.endswith(b".")
+    if path.suffix == ".json":
+        try:
+            json.loads(data)
+        except ValueError:
+            return False
+    return True
+
+
 def same_config(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Config equality that survives a JSON round trip (tuples, int/float)."""
     return bool(json.loads(json.dumps(a, default=str)) == json.loads(json.dumps(b, default=str)))
