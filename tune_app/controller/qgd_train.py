@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from tune_app.controller.policy import MANIFEST_FILE, WEIGHTS_FILE, QPolicy, from_tensors
-from tune_app.controller.qgd import ACTIONS, CONTROLS, N_FEATURES, QGDEnv
+from tune_app.controller.qgd import ACTIONS, CONTROLS, N_FEATURES, REWARDS, QGDEnv
 from tune_app.errors import ConfigError
 
 FORMAT = "tune_app.qgd/1"
@@ -60,10 +60,13 @@ class QGDSettings:
     final_epsilon: float = 0.05
     replay_capacity: int = 50_000
     num_env_runners: int = 0
+    reward: str = "seed"  # "seed": c / (v - v_lb); "log": log(v_anchor_before / v_anchor_after)
 
     def __post_init__(self) -> None:
         if self.control not in CONTROLS:
             raise ConfigError(f"control must be one of {CONTROLS}, got {self.control!r}")
+        if self.reward not in REWARDS:
+            raise ConfigError(f"reward must be one of {REWARDS}, got {self.reward!r}")
 
     def env_config(self) -> dict[str, Any]:
         """The environment's arguments."""
@@ -73,6 +76,7 @@ class QGDSettings:
             "memory": self.memory,
             "alpha_c": self.alpha_c,
             "lambda_c": self.lambda_c,
+            "reward": self.reward,
         }
 
 
