@@ -102,3 +102,4 @@ def test_settings_choose_the_reward_and_pass_it_to_the_environment() -> None:
     assert RLlibQGDEnv(QGDSettings(reward="log").env_config()).reward == "log"
     with pytest.raises(ConfigError, match="reward"):
         QGDSettings(reward="inverse")
+    assert dqn_config(QGDSettings(n_step=5)).n_step == 5

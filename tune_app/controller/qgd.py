@@ -34,6 +34,12 @@ the seed, to train one policy over many objective nets: the value is divided by
 closer to the bound than at the start" whatever the net's loss scale, and it is
 capped at ``REWARD_CAP`` (the seed's form explodes near the bound).
 
+``reward="log"`` (a departure, measured against the seed's in
+docs/dqn-controller.md): ``log(v_anchor_before / v_anchor_after)`` after
+``accept``, 0 after ``half``/``up`` (the anchor did not move), so an episode's
+undiscounted return is ``log(v_start / v_final)``, the log of the goal's
+improvement, whatever the net's loss scale; capped at ``REWARD_CAP`` either way.
+
 Objective nets are generated on the fly (:func:`generate`): logistic models and
 MLPs with one or two sigmoid or ReLU hidden layers on synthetic classification
 data (scikit-learn's ``make_classification``), full batch or mini-batch, seeded.
