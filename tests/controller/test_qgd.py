@@ -4,6 +4,7 @@ features and rewards, and real generated nets."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -60,6 +61,24 @@ def test_lr_half_retries_from_the_anchor_and_accept_moves_it() -> None:
     assert info["evaluations"] == 2 + 4
 
 
+def test_the_log_reward_is_the_anchors_log_improvement_and_telescopes() -> None:
+    e = QGDEnv("lr", steps=3, memory=2, alpha_c=0.5, reward="log", problems=lambda rng: Quadratic())  # type: ignore[arg-type]
+    _, info = e.reset(seed=0)
+    assert info["anchor_value"] == pytest.approx(2.5)  # f(2, -1)
+    half, accept = ACTIONS["lr"].index("half"), ACTIONS["lr"].index("accept")
+    _, r1, *_ = e.step(half)  # the anchor does not move
+    assert r1 == 0.0
+    _, r2, *_ = e.step(accept)  # the anchor moves to (1.5, -0.75): f = 1.40625
+    assert r2 == pytest.approx(math.log(2.5 / 1.40625))
+    _, r3, _, truncated, info = e.step(accept)  # to (0.75, -0.375): f = 0.3515625
+    assert r3 == pytest.approx(math.log(4.0)) and truncated
+    # the return is the log of the start's value over the final anchor's
+    assert r1 + r2 + r3 == pytest.approx(math.log(2.5 / info["anchor_value"]))
+    assert info["anchor_value"] == pytest.approx(0.3515625)
+    with pytest.raises(ValueError, match="reward"):
+        QGDEnv("lr", reward="inverse")
+
+
 def test_l2_half_up_and_accept_change_lambda_and_the_regularised_direction() -> None:
     e = env("l2", alpha_c=0.5, lambda_c=1.0)
     e.reset(seed=0)
@@ -79,17 +98,18 @@ def test_l2_half_up_and_accept_change_lambda_and_the_regularised_direction() -> 
     assert info["lambda"] == 1.0
 
 
-@pytest.mark.parametrize("control", ["lr", "l2"])
-def test_episodes_on_generated_nets_are_seeded_bounded_and_end(control: str) -> None:
+@pytest.mark.parametrize(("control", "form"), [("lr", "seed"), ("l2", "seed"), ("lr", "log")])
+def test_episodes_on_generated_nets_are_seeded_bounded_and_end(control: str, form: str) -> None:
     def run(seed: int) -> list[float]:
-        e = QGDEnv(control, steps=20, alpha_c=0.5)
+        e = QGDEnv(control, steps=20, alpha_c=0.5, reward=form)
         obs, _ = e.reset(seed=seed)
         rewards, rng = [], np.random.default_rng(seed)
         truncated = False
         while not truncated:
             obs, reward, terminated, truncated, info = e.step(int(rng.integers(e.action_space.n)))
             assert e.observation_space.contains(obs) and not terminated
-            assert 0 <= reward <= 100 and np.isfinite(reward)
+            low = 0 if form == "seed" else -100
+            assert low <= reward <= 100 and np.isfinite(reward)
             rewards.append(reward)
         assert info["evaluations"] >= 20
         return rewards
@@ -108,6 +128,8 @@ def test_accepting_every_step_is_plain_gradient_descent_and_it_learns(seed: int)
     for _ in range(60):
         *_, info = e.step(accept)
     assert info["anchor_value"] < 0.9 * start
+    # full batch: the benchmark's training loss is the environment's value
+    assert e.problem.full_loss(e.anchor) == pytest.approx(info["anchor_value"])  # type: ignore[attr-defined]
 
 
 def test_generated_nets_differ_and_overfit_nets_have_few_rows() -> None:

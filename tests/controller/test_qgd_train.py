@@ -86,4 +86,20 @@ def test_the_benchmark_compares_a_policy_with_its_baselines(tmp_path: Path) -> N
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line.split("|")[1].strip() for line in proc.stdout.splitlines() if line[:2] == "| "]
-    assert rows == ["controller", "plain", "armijo", "best fixed", "qgd"]
+    assert rows == ["controller", "plain", "armijo", "descent", "best fixed", "qgd"]
+    # held-out seeds only
+    proc = subprocess.run(
+        [sys.executable, str(script), *args, "--first-seed", "7"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0 and "held-out seeds start at" in proc.stderr
+
+
+def test_settings_choose_the_reward_and_pass_it_to_the_environment() -> None:
+    assert QGDSettings(reward="log").env_config()["reward"] == "log"
+    assert RLlibQGDEnv(QGDSettings(reward="log").env_config()).reward == "log"
+    with pytest.raises(ConfigError, match="reward"):
+        QGDSettings(reward="inverse")
+    assert dqn_config(QGDSettings(n_step=5)).n_step == 5

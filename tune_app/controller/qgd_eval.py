@@ -7,12 +7,17 @@ Every controller plays the same :class:`~tune_app.controller.qgd.QGDEnv` episode
 * ``armijo``: backtracking line search (Hansen's baseline): ``half`` while the
   candidate fails Armijo's condition ``f(x) <= f(x_bar) - c alpha |d|^2``
   (``c = 1e-4``), else ``accept``;
+* ``descent``: ``half`` while the candidate's value is above the anchor's, else
+  ``accept`` (a monotone heuristic: Armijo's condition with ``c = 0``);
 * ``qgd``: the greedy action of a pretrained policy.
 
 Each episode reports the final anchor's value (training loss for ``lr``,
-validation error for ``l2``) and the objective evaluations spent, so controllers
+validation error for ``l2``; for a mini-batch net the loss of one batch), its
+training loss on all the training data, and the objective evaluations spent, so controllers
 can be compared at equal steps and at equal evaluations. Seeds from
-``HELD_OUT`` on are never used by pretraining (it draws nets from its own seed).
+``HELD_OUT`` on are never used by pretraining (it draws nets from its own seed);
+``compare(first_seed=...)`` picks a range of them, so the nets a choice was made
+on can be kept apart from the nets it is reported on.
 """
 
 from __future__ import annotations
@@ -44,6 +49,14 @@ def armijo(env: QGDEnv, obs: np.ndarray) -> int:
     return ACTIONS["lr"].index("accept" if ok else "half")
 
 
+def descent(env: QGDEnv, obs: np.ndarray) -> int:
+    """Accept unless the candidate's value is above the anchor's (``lr`` only)."""
+    if env.control != "lr":
+        raise ValueError("the descent heuristic controls the learning rate only")
+    ok = env.candidate_value <= env.anchor_value
+    return ACTIONS["lr"].index("accept" if ok else "half")
+
+
 def greedy(policy: Any) -> Controller:
     """The greedy action of a policy with ``q_values(obs)``."""
 
@@ -54,21 +67,35 @@ def greedy(policy: Any) -> Controller:
 
 
 def episode(env: QGDEnv, controller: Controller, seed: int) -> dict[str, float]:
-    """One episode from ``env.reset(seed=seed)``; the final anchor's value and the
-    evaluations spent."""
+    """One episode from ``env.reset(seed=seed)``: the final anchor's value, the
+    evaluations spent, and ``loss``, the final anchor's training loss on all the
+    training data (for a mini-batch net ``value`` is one batch's, a noisy measure;
+    a problem without ``full_loss`` reports ``value``)."""
     obs, info = env.reset(seed=seed)
     truncated = False
     while not truncated:
         obs, _, _, truncated, info = env.step(controller(env, obs))
-    return {"value": float(info["anchor_value"]), "evaluations": float(info["evaluations"])}
+    full_loss = getattr(env.problem, "full_loss", None)
+    value = float(info["anchor_value"])
+    return {
+        "value": value,
+        "loss": float(full_loss(env.anchor)) if full_loss is not None else value,
+        "evaluations": float(info["evaluations"]),
+    }
 
 
 def compare(
-    controllers: dict[str, Controller], episodes: int, env_kwargs: dict[str, Any]
+    controllers: dict[str, Controller],
+    episodes: int,
+    env_kwargs: dict[str, Any],
+    first_seed: int = HELD_OUT,
 ) -> dict[str, list[dict[str, float]]]:
-    """Every controller on the same ``episodes`` held-out nets."""
+    """Every controller on the same ``episodes`` held-out nets (seeds from
+    ``first_seed``, at least ``HELD_OUT``)."""
+    if first_seed < HELD_OUT:
+        raise ValueError(f"held-out seeds start at {HELD_OUT}, got {first_seed}")
     out: dict[str, list[dict[str, float]]] = {name: [] for name in controllers}
     for i in range(episodes):
         for name, controller in controllers.items():
-            out[name].append(episode(QGDEnv(**env_kwargs), controller, HELD_OUT + i))
+            out[name].append(episode(QGDEnv(**env_kwargs), controller, first_seed + i))
     return out
