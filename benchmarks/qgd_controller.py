@@ -29,6 +29,7 @@ p-value. Only the ``lr`` controller has these baselines.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -37,8 +38,11 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from tune_app.controller import qgd_eval
-from tune_app.controller.qgd_train import load
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's tune_app, as the other benchmarks do
+
+from tune_app.controller import qgd_eval  # noqa: E402
+from tune_app.controller.qgd_train import load  # noqa: E402
 
 
 def paired(a: np.ndarray, b: np.ndarray) -> str:
