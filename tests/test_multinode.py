@@ -17,6 +17,7 @@ from tests.conftest import LocalCluster
 from tests.test_job_submit import submit_search
 from tests.user_tasks import Rendezvous
 from tune_app import run_search
+from tune_app.run.placement import release_leaked_groups
 from tune_app.tasks.loop import TRAIN_ENV_DEFAULTS
 
 pytestmark = pytest.mark.slow
@@ -58,6 +59,32 @@ def two_nodes(ray_cluster: LocalCluster) -> Iterator[LocalCluster]:
         node.kill_all_processes(check_alive=False, allow_graceful=True)
 
 
+def cpu_holders() -> str:
+    """What holds CPUs on the cluster: free resources, alive actors and placement
+    groups that reserve CPUs, and running tasks (the failure message of a test that
+    needs the cluster idle)."""
+    from ray.util.state import list_actors, list_placement_groups, list_tasks
+
+    actors = [
+        f"{a.class_name} job={a.job_id} pid={a.pid} {a.required_resources}"
+        for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True, limit=200)
+        if (a.required_resources or {}).get("CPU")
+    ]
+    groups = [
+        f"{g.placement_group_id[:8]} {g.state} {g.bundles} by job {g.creator_job_id}"
+        for g in list_placement_groups(filters=[("state", "!=", "REMOVED")], detail=True)
+    ]
+    tasks = [
+        f"{t.name} job={t.job_id} {t.required_resources}"
+        for t in list_tasks(filters=[("state", "=", "RUNNING")], detail=True, limit=200)
+        if (t.required_resources or {}).get("CPU")
+    ]
+    return (
+        f"free {ray.available_resources()}; actors {actors}; placement groups {groups}; "
+        f"tasks {tasks}"
+    )
+
+
 def worker_node_id() -> str:
     return next(n["NodeID"] for n in ray.nodes() if n["Alive"] and "worker_node" in n["Resources"])
 
@@ -73,10 +100,13 @@ def test_trials_land_on_both_nodes(
     # Both nodes' CPUs must be free (earlier tests' actors and placement groups on
     # this session's cluster released), or one group waits for the other and both
     # land on the same node by chance.
+    # A group this session's searches left would keep a CPU for good: release them
+    # (no search of this process runs between tests) and say so if the test fails.
+    print("released before waiting:", release_leaked_groups(set()), cpu_holders())
     deadline = time.monotonic() + 120
     while ray.available_resources().get("CPU", 0) < 4 and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert ray.available_resources().get("CPU", 0) >= 4, ray.available_resources()
+    assert ray.available_resources().get("CPU", 0) >= 4, cpu_holders()
     result = run_search(
         "random",
         small_space,

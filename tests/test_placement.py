@@ -42,3 +42,32 @@ def test_two_nodes_of_four_gpus() -> None:
 def test_impossible_requests_say_what_to_change(kwargs: dict, needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         plan({"CPU": 2.0}, **kwargs)
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_groups_a_search_leaves_are_released_whatever_their_state() -> None:
+    """Groups created since ``before`` are removed, however far their creation got
+    (one still PREPARED when a search ended held a CPU for the rest of the session);
+    older ones are left alone."""
+    import time
+
+    import ray
+    from ray.util.placement_group import placement_group, placement_group_table
+
+    from tune_app.run.placement import live_placement_groups, release_leaked_groups
+
+    older = placement_group([{"CPU": 0.01}])
+    before = live_placement_groups()
+    assert older.id.hex() in before
+    groups = [placement_group([{"CPU": 0.01}]) for _ in range(3)]  # not awaited
+    released = release_leaked_groups(before)
+    assert released == {g.id.hex() for g in groups}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        table = placement_group_table()
+        if all(table[g.id.hex()]["state"] == "REMOVED" for g in groups):
+            break
+        time.sleep(0.2)
+    assert all(table[g.id.hex()]["state"] == "REMOVED" for g in groups), table
+    assert table[older.id.hex()]["state"] != "REMOVED"
+    ray.util.remove_placement_group(older)

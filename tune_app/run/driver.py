@@ -228,11 +228,16 @@ def _fit(
     finally:
         leaked = place.release_leaked_groups(groups_before)
         if leaked:
-            print(f"tune_app: released {leaked} placement group(s) left by ended trials")
+            print(f"tune_app: released {len(leaked)} placement group(s) left by ended trials")
         drop_orphans(recorder, ledger)
         result = _finish(plan, recorder, manifest, started, run_dir, status)
         ledger.kill()
         live.release(manifest.parent_run_id)
+        # Again, after the seconds of recording: a group whose creation was still in
+        # flight at the first sweep exists now.
+        late = place.release_leaked_groups(groups_before | leaked)
+        if late:
+            print(f"tune_app: released {len(late)} more placement group(s) created late")
     return result
 
 

@@ -127,7 +127,9 @@ def plan(
     return Placement(num_workers, cpus_per_worker, gpus_per_worker, max(fits, 1), trial)
 
 
-_LIVE_PG_STATES = ("PENDING", "CREATED", "RESCHEDULING")
+# Every state but REMOVED: a group still PREPARED (two-phase commit) when a search ends
+# becomes CREATED a moment later, and held a CPU for good when it was skipped here.
+_LIVE_PG_STATES = ("PENDING", "PREPARED", "CREATED", "RESCHEDULING")
 
 
 def live_placement_groups() -> set[str]:
@@ -143,7 +145,7 @@ def live_placement_groups() -> set[str]:
     }
 
 
-def release_leaked_groups(before: set[str]) -> int:
+def release_leaked_groups(before: set[str]) -> set[str]:
     """Remove this job's placement groups created since ``before`` that outlived their trials.
 
     Called when a search has ended, so no trial of it needs resources any more. Ray
@@ -161,4 +163,4 @@ def release_leaked_groups(before: set[str]) -> int:
             remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(pg_id))))
         except Exception:
             continue
-    return len(leaked)
+    return leaked
