@@ -16,6 +16,7 @@ from tune_app.controller import mdp
 from tune_app.errors import ConfigError
 from tune_app.spaces import SearchSpace
 from tune_app.strategies.dqn import DQNSearcher
+from tune_app.strategies.options import DQNOptions as Options
 
 SPACE = spaces.load(DIGITS)
 
@@ -103,7 +104,7 @@ def test_early_stopped_trial_uses_its_last_reported_value() -> None:
 def test_tags_show_action_q_values_and_state_and_walk_plot_is_written(
     tmp_path: Path,
 ) -> None:
-    s = DQNSearcher(SPACE, "val_accuracy", "max", seed=0)
+    s = DQNSearcher(SPACE, "val_accuracy", "max", seed=0, options=Options(design=1))
     for i in range(5):
         cfg = s.suggest(f"t{i}")
         s.on_trial_complete(f"t{i}", {"val_accuracy": cfg["hidden"] / 100})
@@ -121,22 +122,85 @@ def test_tags_show_action_q_values_and_state_and_walk_plot_is_written(
     assert out is not None and Path(out).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_bad_checkpoint_and_oversized_space_are_clear_errors(tmp_path: Path) -> None:
+def test_bad_checkpoint_and_bad_start_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"q_network\.pt"):
         strategies.build_searcher(
             "dqn", SPACE, "val_accuracy", "max", 0, {"checkpoint": str(tmp_path)}
         )
     with pytest.raises(ConfigError, match="start"):
         strategies.build_searcher("dqn", SPACE, "val_accuracy", "max", 0, {"start": "worst"})
-    box = {"type": "uniform", "low": 0.0, "high": 1.0, "boxes": 3}
+
+
+def test_a_space_larger_than_the_slots_is_walked_through_a_changing_window() -> None:
+    """20 parameters: every step shows 8 of them (the last moved kept), moves reach
+    parameters beyond the first 8, no configuration repeats, and the walk improves."""
+    box = {"type": "uniform", "low": 0.0, "high": 1.0, "boxes": 6}
+    names = [f"x{i:02d}" for i in range(20)]
     big = SearchSpace.from_dict(
         {
             "task": "t",
             "metric": "m",
             "mode": "min",
             "max_epochs": 1,
-            "params": {f"x{i}": dict(box) for i in range(9)},
+            "params": {n: dict(box) for n in names},
         }
     )
-    with pytest.raises(ConfigError, match="at most 8"):
-        strategies.build_searcher("dqn", big, "m", "min", 0)
+    s = DQNSearcher(big, "m", "min", seed=3)
+    seen, values, moved = set(), [], set()
+    for i in range(40):
+        cfg = s.suggest(f"t{i}")
+        seen.add(tuple(sorted(cfg.items())))
+        value = sum((cfg[n] - 0.6) ** 2 for n in names)
+        values.append(value)
+        s.on_trial_complete(f"t{i}", {"m": value})
+        info = s.trial_info(f"t{i}")
+        assert info is not None
+        if info["state"] is None:
+            continue
+        slots = info["slots"]
+        assert len(slots) == mdp.MAX_PARAMS and slots == sorted(set(slots))
+        name = info["action"][:-2]
+        if name in names:
+            moved.add(name)
+            assert names.index(name) in slots
+            assert info["action"] in s.trial_tags(f"t{i}")["dqn.q_values"]
+    assert len(seen) == 40
+    assert any(names.index(n) >= mdp.MAX_PARAMS for n in moved), moved
+    assert min(values) < values[0]
+
+
+def test_the_window_keeps_the_last_moved_parameters_and_is_identity_up_to_8() -> None:
+    import random
+
+    rng = random.Random(0)
+    w = mdp.Walker((0,) * 20, moves=[(15, 1), (3, -1)])
+    for _ in range(20):
+        slots = mdp.window(w, 20, rng)
+        assert {3, 15} <= set(slots) and len(slots) == mdp.MAX_PARAMS
+    state = rng.getstate()
+    assert mdp.window(w, 8, rng) == tuple(range(8)) and rng.getstate() == state
+
+
+def test_the_design_comes_first_then_the_walk_starts_from_its_best(tmp_path: Path) -> None:
+    from tune_app.strategies.dqn import design_size
+
+    assert [design_size(h) for h in (2, 10, 25, 50)] == [1, 5, 5, 10]
+    s = DQNSearcher(bowl_space(), "loss", "min", seed=0, options=Options(horizon=20, design=4))
+    configs = []
+    for i in range(4):
+        configs.append(s.suggest(f"t{i}"))
+        s.on_trial_complete(f"t{i}", {"loss": bowl(configs[-1])})
+    assert [s.trial_info(f"t{i}")["action"] for i in range(4)] == ["start", *["design"] * 3]
+    best = min(configs, key=bowl)
+    s.save(str(tmp_path / "state.json"))
+    again = DQNSearcher(bowl_space(), "loss", "min", seed=0, options=Options(horizon=20, design=4))
+    again.restore(str(tmp_path / "state.json"))
+    for searcher in (s, again):
+        nxt = searcher.suggest("t4")
+        step = searcher.trial_info("t4")["action"]
+        assert step not in ("start", "design")
+        # the walk's first move starts from the design's best: one parameter differs
+        if step not in ("jump", "local", "fallback"):
+            assert sum(nxt[k] != best[k] for k in best) == 1, (step, nxt, best)
+    with pytest.raises(ConfigError, match="design"):
+        strategies.build_searcher("dqn", SPACE, "val_accuracy", "max", 0, {"design": 0})

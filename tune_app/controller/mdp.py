@@ -11,7 +11,12 @@ configuration already evaluated (or being evaluated) and moves off the grid are
 no-op, so both see the same dynamics.
 
 The state is a fixed-size vector in [-1, 1], padded to :data:`MAX_PARAMS`
-parameters so one policy serves every space up to that size. Its last
+parameter *slots* so one policy serves every space up to that size. A larger
+space is seen through a *window* (:func:`window`): at each step the slots show
+:data:`MAX_PARAMS` of its parameters (the ones the walker just moved, the rest
+drawn at random), and the slot actions move those; the incumbent, jumps and
+ranks always cover every parameter. A space of up to :data:`MAX_PARAMS`
+parameters is its own window, so its walk is unchanged. Its last
 :data:`N_ACTIONS` entries are the valid-action mask (1 valid, -1 invalid): the
 network sees it, and the RLlib module (:mod:`tune_app.controller.module`) sets
 the Q-values of invalid actions to -inf, so training explores, acts and
@@ -48,16 +53,39 @@ LOCAL_TRIES = 64
 STALL_SCALE = 10.0  # evaluations without improvement that saturate the feature
 
 Point = tuple[int, ...]
+Slots = Sequence[int]  # slot k shows parameter slots[k]
 
 
-def action_name(action: int, names: Sequence[str] | None = None) -> str:
+def window(walker: Walker, n_params: int, rng: random.Random) -> tuple[int, ...]:
+    """The parameters the slots show for ``walker``'s next step, in parameter order.
+
+    Every parameter when there are at most :data:`MAX_PARAMS` (no random draw);
+    otherwise the ones its last moves changed plus a random draw of the others.
+    """
+    if n_params <= MAX_PARAMS:
+        return tuple(range(n_params))
+    keep = list(dict.fromkeys(i for i, _ in reversed(walker.moves)))[:MAX_PARAMS]
+    rest = [i for i in range(n_params) if i not in keep]
+    return tuple(sorted(keep + rng.sample(rest, MAX_PARAMS - len(keep))))
+
+
+def _slots(n_params: int, slots: Slots | None) -> Slots:
+    if slots is None:
+        if n_params > MAX_PARAMS:
+            raise ValueError(f"{n_params} parameters need a window of slots (mdp.window)")
+        return range(n_params)
+    return slots
+
+
+def action_name(action: int, names: Sequence[str] | None = None, slots: Slots | None = None) -> str:
     """Human-readable action: ``lr+1``/``lr-1`` (one box), ``lr++``/``lr--`` (a
-    coarse step), ``best``, ``jump`` or ``local``."""
+    coarse step), ``best``, ``jump`` or ``local``; ``slots`` maps a slot to a parameter."""
     special = {RETURN_TO_BEST: "best", JUMP: "jump", LOCAL_JUMP: "local"}
     if action in special:
         return special[action]
     coarse, rest = divmod(action, 2 * MAX_PARAMS)
-    i, up = divmod(rest, 2)
+    k, up = divmod(rest, 2)
+    i = slots[k] if slots is not None and k < len(slots) else k
     label = names[i] if names is not None and i < len(names) else f"p{i}"
     return label + (("++" if up else "--") if coarse else ("+1" if up else "-1"))
 
@@ -187,15 +215,19 @@ class Walker:
         self.recent = ([*self.recent, int(new_best)])[-5:]
 
 
-def target(pos: Point, action: int, n_boxes: tuple[int, ...]) -> Point | None:
+def target(
+    pos: Point, action: int, n_boxes: tuple[int, ...], slots: Slots | None = None
+) -> Point | None:
     """Where a move action leads, or None when it leaves the grid or names no parameter.
 
     A coarse step stops at the edge of the range; it is invalid only at the edge.
     """
+    slots = _slots(len(n_boxes), slots)
     coarse, rest = divmod(action, 2 * MAX_PARAMS)
-    i, up = divmod(rest, 2)
-    if i >= len(n_boxes):
+    k, up = divmod(rest, 2)
+    if k >= len(slots):
         return None
+    i = slots[k]
     step = coarse_step(n_boxes[i]) if coarse else 1
     j = pos[i] + (step if up else -step)
     if coarse:
@@ -205,10 +237,10 @@ def target(pos: Point, action: int, n_boxes: tuple[int, ...]) -> Point | None:
     return (*pos[:i], j, *pos[i + 1 :])
 
 
-def move_of(action: int) -> tuple[int, int]:
+def move_of(action: int, slots: Slots | None = None) -> tuple[int, int]:
     """(parameter, direction +1/-1) of a move action."""
-    i, up = divmod(action % (2 * MAX_PARAMS), 2)
-    return i, 1 if up else -1
+    k, up = divmod(action % (2 * MAX_PARAMS), 2)
+    return (slots[k] if slots is not None else k), 1 if up else -1
 
 
 def local_point(hist: History, rng: random.Random) -> Point | None:
@@ -227,7 +259,9 @@ def local_point(hist: History, rng: random.Random) -> Point | None:
     return None
 
 
-def apply(walker: Walker, hist: History, action: int, rng: random.Random) -> Point | None:
+def apply(
+    walker: Walker, hist: History, action: int, rng: random.Random, slots: Slots | None = None
+) -> Point | None:
     """Carry out a *valid* action on ``walker``: the configuration to evaluate next,
     or None for a return to the incumbent (nothing to evaluate)."""
     if action == RETURN_TO_BEST:
@@ -240,20 +274,21 @@ def apply(walker: Walker, hist: History, action: int, rng: random.Random) -> Poi
         nxt = nxt or hist.random_unvisited(rng)
         walker.moves.clear()
     else:
-        nxt = target(walker.pos, action, hist.n_boxes)
-        walker.moves = [*walker.moves, move_of(action)][-2:]
+        nxt = target(walker.pos, action, hist.n_boxes, slots)
+        walker.moves = [*walker.moves, move_of(action, slots)][-2:]
     assert nxt is not None
     walker.pos = nxt
     return nxt
 
 
-def valid_actions(walker: Walker, hist: History) -> np.ndarray:
+def valid_actions(walker: Walker, hist: History, slots: Slots | None = None) -> np.ndarray:
     """Boolean mask over actions: moves onto unvisited grid points, best, jump."""
+    slots = _slots(len(hist.n_boxes), slots)
     mask = np.zeros(N_ACTIONS, dtype=bool)
     for a in range(N_MOVES):
-        if a % (2 * MAX_PARAMS) >= 2 * len(hist.n_boxes):
+        if a % (2 * MAX_PARAMS) >= 2 * len(slots):
             continue
-        t = target(walker.pos, a, hist.n_boxes)
+        t = target(walker.pos, a, hist.n_boxes, slots)
         mask[a] = t is not None and not hist.visited(t)
     mask[RETURN_TO_BEST] = hist.best_point is not None and hist.best_point != walker.pos
     mask[JUMP] = mask[LOCAL_JUMP] = len(hist.values) + len(hist.pending) < hist.grid_size
@@ -265,16 +300,18 @@ def _scaled(x: float) -> float:
     return float(min(1.0, max(-1.0, 2.0 * x - 1.0)))
 
 
-def features(walker: Walker, hist: History, horizon: int) -> np.ndarray:
+def features(walker: Walker, hist: History, horizon: int, slots: Slots | None = None) -> np.ndarray:
     """The state vector of ``walker`` (shape ``(OBS_DIM,)``, values in [-1, 1])."""
     obs = np.zeros(OBS_DIM, dtype=np.float32)
     nb = hist.n_boxes
+    slots = _slots(len(nb), slots)
     cur = hist.values.get(walker.pos)
     cur_rank = hist.rank(cur) if cur is not None else 0.5
     last_param, last_dir = walker.moves[-1] if walker.moves else (-1, 0)
     best = hist.best_point or walker.pos
-    for i, n in enumerate(nb[:MAX_PARAMS]):
-        o = i * PER_PARAM
+    for k, i in enumerate(slots):
+        n = nb[i]
+        o = k * PER_PARAM
         span = max(n - 1, 1)
         obs[o] = 1.0
         obs[o + 1] = _scaled(walker.pos[i] / span) if n > 1 else 0.0
@@ -291,8 +328,8 @@ def features(walker: Walker, hist: History, horizon: int) -> np.ndarray:
                 obs[o + k], obs[o + k + 1] = 0.0, -1.0
             else:
                 obs[o + k], obs[o + k + 1] = hist.rank(val) - cur_rank, 1.0
-    for i in range(len(nb), MAX_PARAMS):
-        obs[i * PER_PARAM] = -1.0  # padding slot
+    for k in range(len(slots), MAX_PARAMS):
+        obs[k * PER_PARAM] = -1.0  # padding slot
     g = MAX_PARAMS * PER_PARAM
     top = hist.sorted_values[:M_BEST]
     latest = walker.latest
@@ -311,7 +348,7 @@ def features(walker: Walker, hist: History, horizon: int) -> np.ndarray:
     obs[g + 8] = _scaled(cur_rank)
     obs[g + 9] = _scaled(len(nb) / MAX_PARAMS)
     obs[g + 10] = _scaled((len(hist.values) + len(hist.pending)) / hist.grid_size)
-    obs[FEATURE_DIM:] = np.where(valid_actions(walker, hist), 1.0, -1.0)
+    obs[FEATURE_DIM:] = np.where(valid_actions(walker, hist, slots), 1.0, -1.0)
     np.clip(obs, -1.0, 1.0, out=obs)
     return obs
 

@@ -7,6 +7,11 @@ and takes the best valid action (epsilon-greedy with a small epsilon): move one
 parameter one box up or down, go back to the best configuration seen, or jump to
 a random unvisited one. Moves onto configurations already evaluated or in flight
 are masked, so concurrent trials never duplicate; one walker per running trial.
+The first ``design`` configurations (by default :func:`design_size` of the
+horizon) are a space-filling random design (each the farthest of a few random candidates from
+those already taken); every walker then starts from the best of them.
+A space with more parameters than the network has slots is walked through a
+window of them that changes every step (:func:`tune_app.controller.mdp.window`).
 Failed, NaN and missing results count as the worst objective; trials stopped
 early by a scheduler (``dqn`` + ``asha``) count with their last reported value.
 """
@@ -26,14 +31,21 @@ from ray.tune.search import Searcher
 from tune_app.controller import mdp
 from tune_app.controller.env import start_point
 from tune_app.controller.policy import QPolicy
-from tune_app.errors import ConfigError
 from tune_app.spaces import SearchSpace
 from tune_app.strategies.base import SpaceSearcher, StrategyPlugin
 from tune_app.strategies.options import DQNOptions as Options
 from tune_app.strategies.options import parse_options
 
 MAX_INNER_STEPS = 20  # non-evaluating actions (return to best) per suggestion
+DESIGN_CANDIDATES = 32  # random candidates per design point (the farthest is taken)
 WALK_PLOT = "walk.png"
+
+
+def design_size(horizon: int) -> int:
+    """Configurations of the initial design when the user sets none: a fifth of the
+    horizon, at least 5, at most half of it (chosen on generated tasks held out from
+    pretraining, ``benchmarks/dqn_design.py``: 5 at 10 and 25 trials, 10 at 50)."""
+    return max(1, min(max(5, round(horizon / 5)), horizon // 2))
 
 
 class DQNSearcher(SpaceSearcher):
@@ -49,25 +61,40 @@ class DQNSearcher(SpaceSearcher):
     ) -> None:
         super().__init__(space, metric, mode)
         self.opts = options or Options()
-        if len(space.params) > mdp.MAX_PARAMS:
-            raise ConfigError(
-                f"dqn: the controller handles at most {mdp.MAX_PARAMS} parameters, "
-                f"{space.source} has {len(space.params)}; fix some in 'fixed' or use optuna"
-            )
         self.policy = QPolicy.load(self.opts.checkpoint)
         self.n_boxes = tuple(len(p.boxes) for p in space.params)
         self.rng = random.Random(seed)
         self.hist = mdp.History(self.n_boxes)
         self.walkers: list[mdp.Walker] = []
         self.idle: list[int] = []  # walkers whose last trial finished
+        self.designed: set[int] = set()  # walkers whose last config was a design point
+        self.n_design = self.opts.design or design_size(self.opts.horizon)
         self.trials: dict[str, dict[str, Any]] = {}  # trial_id -> point, walker, info
 
     # -- Tune interface ---------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         """The next configuration: one step of an idle walker (or a new walker's start)."""
-        if self.idle:
+        n_seen = len(self.hist.values) + len(self.hist.pending)
+        if n_seen < self.n_design:
+            point = self._start() if n_seen == 0 else self._design_point()
+            info = {"action": "start" if n_seen == 0 else "design", "q": None, "state": None}
+            if self.idle:
+                w = self.idle.pop(0)
+                self.walkers[w].pos = point
+                self.walkers[w].moves.clear()
+            else:
+                w = len(self.walkers)
+                self.walkers.append(mdp.Walker(point))
+            if self.n_design > 1:
+                self.designed.add(w)
+        elif self.idle:
             w = self.idle.pop(0)
-            point, info = self._step(self.walkers[w])
+            walker = self.walkers[w]
+            if w in self.designed and self.hist.best_point is not None:
+                walker.pos = self.hist.best_point  # the walk starts from the design's best
+                walker.moves.clear()
+            self.designed.discard(w)
+            point, info = self._step(walker)
         else:
             w = len(self.walkers)
             point = self._start()
@@ -109,13 +136,29 @@ class DQNSearcher(SpaceSearcher):
             point = self.hist.random_unvisited(self.rng) or point
         return point
 
+    def _design_point(self) -> mdp.Point:
+        """The farthest of a few random unvisited configurations from every visited one
+        (distance in box positions scaled to [0, 1])."""
+        span = np.maximum(np.asarray(self.n_boxes, dtype=float) - 1.0, 1.0)
+        taken = np.array([*self.hist.values, *self.hist.pending], dtype=float) / span
+        best, best_gap = None, -1.0
+        for _ in range(DESIGN_CANDIDATES):
+            cand = self.hist.random_unvisited(self.rng)
+            if cand is None:
+                break
+            gap = float(np.min(np.sum((taken - np.asarray(cand) / span) ** 2, axis=1)))
+            if gap > best_gap:
+                best, best_gap = cand, gap
+        return best if best is not None else self._start()
+
     def _step(self, walker: mdp.Walker) -> tuple[mdp.Point, dict[str, Any]]:
         """Take actions until one evaluates a new configuration."""
         for _ in range(MAX_INNER_STEPS):
-            mask = mdp.valid_actions(walker, self.hist)
+            slots = mdp.window(walker, len(self.n_boxes), self.rng)
+            mask = mdp.valid_actions(walker, self.hist, slots)
             if not mask.any():
                 break
-            obs = mdp.features(walker, self.hist, self.opts.horizon)
+            obs = mdp.features(walker, self.hist, self.opts.horizon, slots)
             q = self.policy.q_values(obs)
             valid = np.flatnonzero(mask)
             if self.rng.random() < self.opts.epsilon:
@@ -123,11 +166,12 @@ class DQNSearcher(SpaceSearcher):
             else:
                 action = int(valid[np.argmax(q[valid])])
             info = {
-                "action": mdp.action_name(action, self.space.names),
+                "action": mdp.action_name(action, self.space.names, slots),
                 "q": [round(float(v), 4) for v in q],
                 "state": [round(float(v), 3) for v in obs],
+                "slots": list(slots),
             }
-            nxt = mdp.apply(walker, self.hist, action, self.rng)
+            nxt = mdp.apply(walker, self.hist, action, self.rng, slots)
             if nxt is not None:
                 return nxt, info
         # Every neighbour of the incumbent is taken (or the grid is exhausted).
@@ -151,7 +195,8 @@ class DQNSearcher(SpaceSearcher):
             return {}
         tags = {"dqn.walker": str(rec["walker"]), "dqn.action": str(rec["action"])}
         if rec.get("q") is not None:
-            names = [mdp.action_name(a, self.space.names) for a in range(mdp.N_ACTIONS)]
+            slots = rec.get("slots", range(len(self.space.names)))
+            names = [mdp.action_name(a, self.space.names, slots) for a in range(mdp.N_ACTIONS)]
             qs = {n: v for n, v in zip(names, rec["q"], strict=True) if self._action_used(n)}
             tags["dqn.q_values"] = json.dumps(qs)
             tags["dqn.state"] = json.dumps(rec["state"])
@@ -216,6 +261,7 @@ class DQNSearcher(SpaceSearcher):
             "hist": self.hist.to_json(),
             "walkers": [w.to_json() for w in self.walkers],
             "idle": self.idle,
+            "designed": sorted(self.designed),
             "trials": self.trials,
             **self.common_state(self.rng),
         }
@@ -229,6 +275,7 @@ class DQNSearcher(SpaceSearcher):
         self.hist = mdp.History.from_json(self.n_boxes, state["hist"])
         self.walkers = [mdp.Walker.from_json(w) for w in state["walkers"]]
         self.idle = [int(i) for i in state["idle"]]
+        self.designed = {int(i) for i in state.get("designed", [])}
         self.trials = state["trials"]
         self.set_common_state(state, self.rng)
 

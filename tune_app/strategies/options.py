@@ -208,6 +208,11 @@ class DQNOptions:
     horizon: int = opt(
         50, "expected number of trials, a state feature (runs: budget_epochs // max_epochs)"
     )
+    design: int | None = opt(
+        None,
+        "configs of a space-filling design before the walk starts from their best "
+        "(unset: chosen from the horizon, see docs/dqn-controller.md)",
+    )
 
     def __post_init__(self) -> None:
         from tune_app.controller.env import STARTS  # gymnasium: only when options are checked
@@ -220,6 +225,11 @@ class DQNOptions:
         require(
             whole(self.horizon, 1),
             f"dqn: 'horizon' must be an integer >= 1, got {self.horizon!r}",
+        )
+        require(
+            self.design is None or whole(self.design, 1),
+            f"dqn: 'design' must be an integer >= 1 (1: no design, the walk starts at "
+            f"once), got {self.design!r}",
         )
         require(
             self.checkpoint is None or isinstance(self.checkpoint, str),

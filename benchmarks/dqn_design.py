@@ -1,0 +1,127 @@
+"""Choose the ``dqn`` strategy's ``design`` option on generated tasks held out from pretraining.
+
+Each task is a :func:`tune_app.controller.surfaces.generate` surface (the
+pretraining distribution) from a seed range no pretraining or controller
+evaluation draws from (:data:`FIRST_TASK` on). Every candidate ``design`` size
+(configurations before the walk) smaller than the budget runs the ``dqn``
+searcher in-process on every task, at every budget, for ``--seeds`` seeds;
+random search runs on the same tasks. The score is the
+normalised regret of the benchmark tables, ``(best - optimum) / mean random
+regret``, per task, pooled over tasks where random search's mean regret is not 0.
+
+This is the *choice* set: the benchmarks of :mod:`tune_app.benchmarks` (scored by
+``benchmarks/dqn_benchmark.py``) report the chosen value and are never used here.
+
+    python benchmarks/dqn_design.py --tasks 200 --seeds 5 --designs 1,3,5,8,10,15
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import tune_app  # noqa: F401  (sets Ray's environment before anything imports ray)
+from tune_app.benchmarks.base import Benchmark
+from tune_app.benchmarks.drive import drive
+from tune_app.controller.surfaces import SyntheticTask, generate
+from tune_app.spaces import SearchSpace
+
+FIRST_TASK = 7_000_000  # generated-task seeds from here on are this choice set's
+
+
+class GeneratedBenchmark(Benchmark):
+    """A generated surface as a known-optimum benchmark (noiseless final values)."""
+
+    metrics = ("value",)
+
+    def __init__(self, task: SyntheticTask) -> None:
+        self.task = task
+        self.name = f"generated-{task.seed}"
+        self.optimum = task.optimum
+
+    @property
+    def space(self) -> SearchSpace:
+        params = {
+            f"p{i}": {"type": "uniform", "low": 0.0, "high": 1.0, "boxes": n}
+            for i, n in enumerate(self.task.n_boxes)
+        }
+        return SearchSpace.from_dict(
+            {
+                "task": self.name,
+                "metric": "value",
+                "mode": "min",
+                "max_epochs": 1,
+                "params": params,
+            },
+            source=f"<{self.name}>",
+        )
+
+    def evaluate(self, config: Mapping[str, Any], epoch: int) -> float:
+        idx = tuple(
+            round(float(config[f"p{i}"]) * (n - 1)) for i, n in enumerate(self.task.n_boxes)
+        )
+        return self.task.true_value(idx)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=60)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--budgets", default="10,25,50")
+    parser.add_argument("--designs", default="1,3,5,8,10,15", help="sizes (below the budget)")
+    parser.add_argument("--first-task", type=int, default=FIRST_TASK)
+    args = parser.parse_args(argv)
+    budgets = [int(b) for b in args.budgets.split(",")]
+    designs = [int(d) for d in args.designs.split(",")]
+    start = time.time()
+    # scores[(design, budget)] = per-task mean normalised regret
+    scores: dict[tuple[int, int], list[float]] = {}
+    skipped = 0
+    for t in range(args.tasks):
+        bench = GeneratedBenchmark(generate(args.first_task + t))
+        top = max(budgets)
+        random_curves = [
+            drive("random", bench, top, s).best_so_far("min") for s in range(args.seeds)
+        ]
+        for b in budgets:
+            ref = float(np.mean([bench.regret(c[b - 1]) for c in random_curves]))
+            if ref <= 0:
+                skipped += 1
+                continue
+            for d in (d for d in designs if d < b):
+                opts = {"horizon": b, "design": d}
+                best = [
+                    drive("dqn", bench, b, s, options=opts).best_so_far("min")[-1]
+                    for s in range(args.seeds)
+                ]
+                scores.setdefault((d, b), []).append(
+                    float(np.mean([bench.regret(v) for v in best])) / ref
+                )
+    print("normalised regret per task, mean ± standard error over tasks [median]")
+    print(f"{'design':>7s} " + " ".join(f"{'budget ' + str(b):>24s}" for b in budgets))
+    for d in designs:
+        cells = []
+        for b in budgets:
+            x = np.asarray(scores.get((d, b), [math.nan]))
+            se = x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else 0.0
+            cells.append(f"{x.mean():8.3f} ± {se:5.3f} [{np.median(x):5.3f}]")
+        print(f"{d:7d} " + " ".join(cells))
+    print(
+        f"({args.tasks} generated tasks from seed {args.first_task}, {args.seeds} seeds each; "
+        f"{skipped} (task, budget) cells skipped where random search always found the "
+        f"optimum; random = 1.0; {time.time() - start:.0f} s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
