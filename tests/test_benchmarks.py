@@ -12,7 +12,7 @@ import pytest
 from tune_app import spaces, strategies
 from tune_app.benchmarks import BENCHMARKS, get
 from tune_app.benchmarks.drive import drive
-from tune_app.benchmarks.synthetic import branin, hartmann6
+from tune_app.benchmarks.synthetic import branin, hartmann6, levy
 from tune_app.benchmarks.tabular import TABLE
 from tune_app.errors import ConfigError, TaskError
 
@@ -46,8 +46,9 @@ def test_synthetic_functions_hit_their_known_optima():
     assert branin(-math.pi, 12.275) == pytest.approx(0.397887, abs=1e-6)
     argmin = (0.20169, 0.150011, 0.476874, 0.275332, 0.311652, 0.6573)
     assert hartmann6(argmin) == pytest.approx(-3.32237, abs=1e-4)
+    assert levy((1.0,) * 12) == pytest.approx(0.0, abs=1e-12)
     rng = random.Random(0)
-    for name in ("branin", "hartmann6", "branin_mf"):
+    for name in ("branin", "hartmann6", "levy12", "branin_mf"):
         bench = get(name)
         for _ in range(300):
             config = {p.name: rng.uniform(p.low, p.high) for p in bench.space.params}

@@ -22,6 +22,7 @@ HPOBENCH_DATASETS = (
 BENCHMARKS: dict[str, str] = {
     "branin": "tune_app.benchmarks.synthetic:Branin",
     "hartmann6": "tune_app.benchmarks.synthetic:Hartmann6",
+    "levy12": "tune_app.benchmarks.synthetic:Levy12",
     "branin_mf": "tune_app.benchmarks.synthetic:BraninMultiFidelity",
     "digits_tabular": "tune_app.benchmarks.tabular:DigitsTabular",
     # "module:attr/arg" calls attr(arg)

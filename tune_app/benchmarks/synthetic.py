@@ -2,6 +2,8 @@
 
 - ``branin``: 2-d Branin-Hoo, three global minima of 0.397887.
 - ``hartmann6``: 6-d Hartmann, global minimum -3.32237.
+- ``levy12``: 12-d Levy, global minimum 0 at every x = 1 (a box of each parameter),
+  more parameters than the DQN controller's network has slots.
 - ``branin_mf``: a noisy multi-fidelity Branin over 9 "epochs": early epochs are
   biased towards a different region (low fidelity misleads, as short training
   does) and noisy; the noise and bias vanish at the last epoch, so the optimum is
@@ -50,6 +52,15 @@ def hartmann6(x: tuple[float, ...]) -> float:
             -sum(a * (xi - p) ** 2 for a, xi, p in zip(a_row, x, p_row, strict=True))
         )
     return total
+
+
+def levy(x: tuple[float, ...]) -> float:
+    """Levy in any dimension; minimum 0 at x = (1, ..., 1)."""
+    w = [1.0 + (xi - 1.0) / 4.0 for xi in x]
+    total = math.sin(math.pi * w[0]) ** 2
+    for wi in w[:-1]:
+        total += (wi - 1.0) ** 2 * (1.0 + 10.0 * math.sin(math.pi * wi + 1.0) ** 2)
+    return total + (w[-1] - 1.0) ** 2 * (1.0 + math.sin(2.0 * math.pi * w[-1]) ** 2)
 
 
 def _space(name: str, params: dict[str, Any], max_epochs: int) -> SearchSpace:
@@ -102,6 +113,22 @@ class Hartmann6(Benchmark):
 
     def evaluate(self, config: Mapping[str, Any], epoch: int) -> float:
         return hartmann6(tuple(float(config[f"x{i}"]) for i in range(1, 7)))
+
+
+class Levy12(Benchmark):
+    """Levy in 12 dimensions on [-5, 10] (16 boxes: integers), one evaluation = one epoch."""
+
+    name = "levy12"
+    metrics = ("value",)
+    optimum = 0.0
+
+    @property
+    def space(self) -> SearchSpace:
+        box = {"type": "uniform", "low": -5.0, "high": 10.0, "boxes": 16}
+        return _space(self.name, {f"x{i:02d}": dict(box) for i in range(1, 13)}, self.max_epochs)
+
+    def evaluate(self, config: Mapping[str, Any], epoch: int) -> float:
+        return levy(tuple(float(config[f"x{i:02d}"]) for i in range(1, 13)))
 
 
 class BraninMultiFidelity(Branin):
