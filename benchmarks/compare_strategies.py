@@ -3,6 +3,7 @@
     python benchmarks/compare_strategies.py                      # searchers, in-process
     python benchmarks/compare_strategies.py --continuous         # the same, discrete ignored
     python benchmarks/compare_strategies.py --tune --seeds 10     # + all strategies via Tune
+    python benchmarks/compare_strategies.py --strategies random,dqn,dqn@design=1  # variants
 
 Part 1 drives every registered *searcher* in-process
 (:mod:`tune_app.benchmarks.drive`: the same searcher objects Tune uses, each
@@ -100,9 +101,27 @@ def continuous(space: SearchSpace) -> SearchSpace:
     return replace(space, params=tuple(replace(p, discrete=False) for p in space.params))
 
 
+def variant(strategy: str) -> tuple[str, dict[str, Any]]:
+    """``name@key=value,...`` (a searcher with options, e.g. ``dqn@design=1``) split
+    into the searcher's name and its options (numbers parsed)."""
+    name, _, spec = strategy.partition("@")
+    opts: dict[str, Any] = {}
+    for item in filter(None, spec.split(",")):
+        key, _, raw = item.partition("=")
+        value: Any = raw
+        for cast in (int, float):
+            try:
+                value = cast(raw)
+                break
+            except ValueError:
+                continue
+        opts[key] = value
+    return name, opts
+
+
 def _budget_free(strategy: str) -> bool:
     """Whether a searcher ignores the budget, so one long run truncated serves all budgets."""
-    return strategy != "dqn"  # dqn's state includes the fraction of the budget used
+    return variant(strategy)[0] != "dqn"  # dqn's state includes the fraction of budget used
 
 
 def _one(job: tuple[str, str, int, int, bool]) -> Trace:
@@ -111,8 +130,10 @@ def _one(job: tuple[str, str, int, int, bool]) -> Trace:
     torch.set_num_threads(1)
     bench = get(bench_name)
     space = continuous(bench.space) if as_continuous else None
-    opts = {"horizon": budget} if strategy == "dqn" else None
-    return drive(strategy, bench, budget, seed, opts, space=space)
+    name, opts = variant(strategy)
+    if name == "dqn":
+        opts = {"horizon": budget, **opts}
+    return drive(name, bench, budget, seed, opts, name=strategy, space=space)
 
 
 def cell_duplicates(space: SearchSpace, trace: Trace, upto: int) -> int:

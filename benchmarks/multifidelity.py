@@ -4,7 +4,9 @@
     python benchmarks/multifidelity.py                      # 10 seeds, 10 full trials
     python benchmarks/multifidelity.py --seeds 20 --budget 25
     python benchmarks/multifidelity.py --table-only          # re-print from saved runs
+    python benchmarks/multifidelity.py --strategies random,asha,hyperband,gp,dqn+asha,dqn+hyperband
 
+A strategy ``searcher+scheduler`` (``dqn+asha``) runs the searcher under the scheduler.
 For each benchmark (``branin_mf``: Branin whose early epochs mislead;
 ``digits_tabular``: real digits-MLP training curves) and each strategy, one
 ``compare`` runs every seed at a budget of ``--budget`` full-length trials
@@ -50,12 +52,14 @@ def run(bench_name: str, strategy: str, seeds: int, budget: int, out: Path) -> p
         return cached[cached.seed < seeds]
     bench = get(bench_name)
     t0 = time.perf_counter()
+    searcher, _, scheduler = strategy.partition("+")  # e.g. dqn+asha
     comparison = compare(
-        [strategy],
+        [searcher],
         bench.space,
         task=bench,
         seeds=missing,
-        baseline=strategy,
+        baseline=searcher if not scheduler else strategy,
+        scheduler=scheduler or None,
         budget_epochs=budget * bench.max_epochs,
         num_workers=0,
         experiment=f"multifidelity-{bench_name}",
