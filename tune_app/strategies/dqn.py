@@ -7,9 +7,9 @@ and takes the best valid action (epsilon-greedy with a small epsilon): move one
 parameter one box up or down, go back to the best configuration seen, or jump to
 a random unvisited one. Moves onto configurations already evaluated or in flight
 are masked, so concurrent trials never duplicate; one walker per running trial.
-The first ``design`` configurations (by default :func:`design_size` of the
-horizon) are a space-filling random design (each the farthest of a few random candidates from
-those already taken); every walker then starts from the best of them.
+With ``design`` > 1 the first ``design`` configurations are a space-filling
+random design (each the farthest of a few random candidates from those already
+taken); every walker then starts from the best of them.
 A space with more parameters than the network has slots is walked through a
 window of them that changes every step (:func:`tune_app.controller.mdp.window`).
 Failed, NaN and missing results count as the worst objective; trials stopped
@@ -41,13 +41,6 @@ DESIGN_CANDIDATES = 32  # random candidates per design point (the farthest is ta
 WALK_PLOT = "walk.png"
 
 
-def design_size(horizon: int) -> int:
-    """Configurations of the initial design when the user sets none: a fifth of the
-    horizon, at least 5, at most half of it (chosen on generated tasks held out from
-    pretraining, ``benchmarks/dqn_design.py``: 5 at 10 and 25 trials, 10 at 50)."""
-    return max(1, min(max(5, round(horizon / 5)), horizon // 2))
-
-
 class DQNSearcher(SpaceSearcher):
     """Suggests configurations by walking the value boxes with a pretrained Q-network."""
 
@@ -68,7 +61,7 @@ class DQNSearcher(SpaceSearcher):
         self.walkers: list[mdp.Walker] = []
         self.idle: list[int] = []  # walkers whose last trial finished
         self.designed: set[int] = set()  # walkers whose last config was a design point
-        self.n_design = self.opts.design or design_size(self.opts.horizon)
+        self.n_design = self.opts.design
         self.trials: dict[str, dict[str, Any]] = {}  # trial_id -> point, walker, info
 
     # -- Tune interface ---------------------------------------------------------------

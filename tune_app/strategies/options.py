@@ -208,10 +208,10 @@ class DQNOptions:
     horizon: int = opt(
         50, "expected number of trials, a state feature (runs: budget_epochs // max_epochs)"
     )
-    design: int | None = opt(
-        None,
+    design: int = opt(
+        1,
         "configs of a space-filling design before the walk starts from their best "
-        "(unset: chosen from the horizon, see docs/dqn-controller.md)",
+        "(1: none; more measured worse on the benchmarks, see docs/dqn-controller.md)",
     )
 
     def __post_init__(self) -> None:
@@ -227,7 +227,7 @@ class DQNOptions:
             f"dqn: 'horizon' must be an integer >= 1, got {self.horizon!r}",
         )
         require(
-            self.design is None or whole(self.design, 1),
+            whole(self.design, 1),
             f"dqn: 'design' must be an integer >= 1 (1: no design, the walk starts at "
             f"once), got {self.design!r}",
         )
