@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from tune_app.tasks import ClassificationTask
+from tune_app.tasks.base import LookupObjective
 
 
 class Blobs(ClassificationTask):
@@ -65,3 +66,15 @@ class Rendezvous(Blobs):
         while len(list(here.glob("arrived-*"))) < self.parties and time.monotonic() < deadline:
             time.sleep(0.2)
         return super().build_model(config)
+
+
+class Sphere(LookupObjective):
+    """A lookup objective over any number of parameters ``x*``: the squared distance
+    from 0.6 in every coordinate (minimised, optimum 0), one epoch."""
+
+    name = "sphere"
+    metrics = ("value",)
+
+    def lookup(self, config: Mapping[str, Any], epoch: int) -> dict[str, float]:
+        xs = [float(v) for k, v in config.items() if k.startswith("x")]
+        return {"value": sum((x - 0.6) ** 2 for x in xs)}

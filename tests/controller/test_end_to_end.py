@@ -45,3 +45,39 @@ def test_dqn_search_records_actions_and_walk(
         assert len(json.loads(kid.data.tags["dqn.state"])) == mdp.OBS_DIM
     client = MlflowClient(tracking_uri)
     assert "walk.png" in {a.path for a in client.list_artifacts(result.mlflow_run_id)}
+
+
+def test_a_20_parameter_space_runs_end_to_end(tracking_uri: str, tmp_path: Path) -> None:
+    """More parameters than the network's slots: Tune trials, MLflow children whose
+    Q-value tags name parameters beyond the first 8 when the window showed them."""
+    import yaml
+
+    from tests.user_tasks import Sphere
+
+    box = {"type": "uniform", "low": 0.0, "high": 1.0, "boxes": 6}
+    space = tmp_path / "sphere20.yaml"
+    params = {f"x{i:02d}": dict(box) for i in range(20)}
+    space.write_text(
+        yaml.safe_dump(
+            {"task": "sphere", "metric": "value", "mode": "min", "max_epochs": 1, "params": params}
+        )
+    )
+    result = run_search(
+        "dqn",
+        space,
+        task=Sphere(),
+        budget_epochs=8,
+        seed=0,
+        num_workers=0,
+        tracking_uri=tracking_uri,
+        storage_path=tmp_path / "runs",
+        verbose=False,
+    )
+    assert result.epochs_spent == 8 and len(result.trials) == 8
+    kids = children(tracking_uri, result)
+    assert len(kids) == 8
+    shown: set[str] = set()
+    for kid in kids:
+        q = json.loads(kid.data.tags.get("dqn.q_values", "{}"))
+        shown |= {n[:-2] for n in q if n[-2:] in ("+1", "-1", "++", "--")}
+    assert len(shown) > mdp.MAX_PARAMS, shown  # the window changed between steps
