@@ -1,8 +1,10 @@
 """Choose the ``dqn`` strategy's ``design`` option on generated tasks held out from pretraining.
 
 Each task is a :func:`tune_app.controller.surfaces.generate` surface (the
-pretraining distribution) from a seed range no pretraining or controller
-evaluation draws from (:data:`FIRST_TASK` on). Every candidate ``design`` size
+pretraining distribution) with seeds from :data:`FIRST_TASK` on. Pretraining
+draws its task seeds uniformly from [0, 2**31): the shipped policy's ~12,000
+tasks (demonstrations, training, checkpoint selection) met one of 200 such seeds
+with probability about 0.1%. Every candidate ``design`` size
 (configurations before the walk) smaller than the budget runs the ``dqn``
 searcher in-process on every task, at every budget, for ``--seeds`` seeds;
 random search runs on the same tasks. The score is the

@@ -61,14 +61,13 @@ class DQNSearcher(SpaceSearcher):
         self.walkers: list[mdp.Walker] = []
         self.idle: list[int] = []  # walkers whose last trial finished
         self.designed: set[int] = set()  # walkers whose last config was a design point
-        self.n_design = self.opts.design
         self.trials: dict[str, dict[str, Any]] = {}  # trial_id -> point, walker, info
 
     # -- Tune interface ---------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         """The next configuration: one step of an idle walker (or a new walker's start)."""
         n_seen = len(self.hist.values) + len(self.hist.pending)
-        if n_seen < self.n_design:
+        if n_seen < self.opts.design:
             point = self._start() if n_seen == 0 else self._design_point()
             info = {"action": "start" if n_seen == 0 else "design", "q": None, "state": None}
             if self.idle:
@@ -78,7 +77,7 @@ class DQNSearcher(SpaceSearcher):
             else:
                 w = len(self.walkers)
                 self.walkers.append(mdp.Walker(point))
-            if self.n_design > 1:
+            if self.opts.design > 1:
                 self.designed.add(w)
         elif self.idle:
             w = self.idle.pop(0)
