@@ -41,7 +41,6 @@ tensors and plain values only) and comes back with it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +58,7 @@ from tune_app.controller.inner_record import (
     encode,
 )
 from tune_app.controller.policy import QPolicy
-from tune_app.controller.qgd import ACTIONS, CONTROLS, N_FEATURES, UP, features
+from tune_app.controller.qgd import ACTIONS, CONTROLS, N_FEATURES, UP, features, finite
 from tune_app.errors import ConfigError, TaskError
 
 WEIGHTS = Path(__file__).parent / "weights"
@@ -151,10 +150,6 @@ def _clone(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(_clone(v) for v in value)
     return value
-
-
-def _finite(v: float) -> float:
-    return v if math.isfinite(v) else 1e6
 
 
 def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -277,7 +272,7 @@ class InnerController:
             torch.distributed.all_reduce(t)
             first, total, n = (float(v) for v in t.cpu().tolist())
             first /= self.world
-        return _finite(first), _finite(total / max(n, 1.0))
+        return finite(first), finite(total / max(n, 1.0))
 
     def _displacement(self) -> torch.Tensor:
         """The block's direction: the weights now minus the anchor's (flat)."""

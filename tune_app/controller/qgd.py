@@ -195,7 +195,8 @@ def _clip(v: float) -> float:
     return float(min(1.0, max(-1.0, v))) if math.isfinite(v) else -1.0
 
 
-def _finite(v: float) -> float:
+def finite(v: float) -> float:
+    """``v``, or :data:`DIVERGED` when it is not finite."""
     return v if math.isfinite(v) else DIVERGED
 
 
@@ -272,8 +273,8 @@ class QGDEnv(gym.Env):
         """What the reward measures: training loss (lr) or validation error (l2)."""
         self.evaluations += 1
         if self.control == "l2":
-            return _finite(self.problem.val_error(x))
-        return _finite(self.problem.loss(x))
+            return finite(self.problem.val_error(x))
+        return finite(self.problem.loss(x))
 
     # -- gymnasium ------------------------------------------------------------------------
     def reset(

@@ -22,7 +22,6 @@ gives the task's own one-line error, from the trial).
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -78,7 +77,7 @@ class DataStore:
         self._unshareable: set[str] = set()
 
     def ref(self, task: Any, config: Mapping[str, Any], seed: int) -> list[Any] | None:
-        """``[ref]`` to ``{"train": arrays, "val": arrays, "load_s": s}`` for this
+        """``[ref]`` to ``{"train": arrays, "val": arrays}`` for this
         split (loading it now if no entry matches), or None: load it yourself."""
         import ray
 
@@ -88,7 +87,6 @@ class DataStore:
             if name == task.name and s == seed and _matches(read, config):
                 return [ref]
         reads = _Reads(config)
-        started = time.perf_counter()
         try:
             train, val = task.load_data(reads, seed)
         except Exception:  # the trial loads it again and reports the task's own error
@@ -97,7 +95,7 @@ class DataStore:
         if parts[0] is None or parts[1] is None:
             self._unshareable.add(task.name)
             return None
-        value = {"train": parts[0], "val": parts[1], "load_s": time.perf_counter() - started}
+        value = {"train": parts[0], "val": parts[1]}
         ref = ray.put(value)
         self._entries.append((task.name, seed, reads.read, ref))
         del self._entries[:-MAX_ENTRIES]
