@@ -5,10 +5,11 @@ dir), hyperparameters, epochs and torch thread count; the two modes alternate
 within one run (bare first on even repeats, Ray first on odd ones).
 
 * bare: ``task.load_data`` + ``DataLoader`` + a plain train/validate loop.
-* ray-train: a ``TorchTrainer`` with 1 worker running
-  ``tune_app.tasks.loop.train_loop_per_worker`` (what every ``--num-workers 1``
-  trial runs: budget-less here, but with its per-epoch validation, report and
-  checkpoint), on a local Ray started by ``tune_app.run.placement.ensure_ray``.
+* ray-train: the ``TorchTrainer`` every ``--num-workers 1`` trial runs
+  (``tune_app.run.train_run.trainer``, 1 worker running
+  ``tune_app.tasks.loop.train_loop_per_worker``: budget-less here, but with its
+  per-epoch validation, report and paced checkpoints), on a local Ray started by
+  ``tune_app.run.placement.ensure_ray``.
 
 Two throughputs per mode:
 
@@ -131,11 +132,10 @@ def ray_train(
     store (started here, so its one data load is in the wall time) and paced
     checkpoints, as a search's trials have them."""
     import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     from tune_app import tasks
-    from tune_app.tasks.loop import TrialSpec, train_loop_per_worker
+    from tune_app.run import train_run
+    from tune_app.tasks.loop import TrialSpec
     from tune_app.tasks.shared_data import start_store
 
     started = time.perf_counter()
@@ -154,17 +154,10 @@ def ray_train(
         data=store,
     )
     hparams = {k: v for k, v in config.items() if k != "data_dir"}
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"hparams": hparams, "spec": spec, "trial_id": "bench"},
-        # Ray sets OMP_NUM_THREADS to the worker's CPUs, so torch uses `threads` threads.
-        scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": threads}),
-        run_config=RunConfig(
-            name=f"bench-{name}-{time.time_ns()}",
-            storage_path=str(storage),
-            callbacks=[callback],
-        ),
-    )
+    # The TorchTrainer every trial runs (its process group, checkpoint and failure
+    # configs); Ray sets OMP_NUM_THREADS to the worker's CPUs (`threads`).
+    run_name = f"bench-{name}-{time.time_ns()}"
+    trainer = train_run.trainer(hparams, spec, "bench", None, run_name, [callback])
     trainer.fit()
     wall = time.perf_counter() - started
     ray.kill(store)

@@ -7,9 +7,13 @@ times each:
 
 * ``ray-train``: a ``TorchTrainer`` with one CPU worker whose loop reports
   ``--reports`` times (with a checkpoint each time, as tune_app's loop does, or
-  without) and does nothing else. Each Ray actor it starts is timed from the State
-  API (``list_workers``: when the process was launched, when it was ready) and
-  the loop writes when it was entered; so the fixed cost splits into phases;
+  without) and does nothing else, with tune_app's backend config
+  (:class:`~tune_app.run.process_group.BoundTorchConfig`, torch-free, so Train's
+  controller does not import torch). Each Ray actor it starts is timed from the
+  State API (``list_workers``: when the process was launched, when it was ready)
+  and the loop writes when it was entered; so the fixed cost splits into phases;
+* ``ray-train, Ray's TorchConfig``: the same with Ray's own ``TorchConfig``, whose
+  module imports torch in the controller (what every trial paid before);
 * ``in-trial``: the same loop as a Tune function trial (what ``--num-workers 0``
   runs): the cost of a trial without Ray Train.
 
@@ -19,6 +23,7 @@ It prints the mean seconds per phase and the ratio of the two totals.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -78,19 +83,25 @@ def _actor_processes(since: float) -> dict[str, tuple[float, float]]:
     return out
 
 
-def ray_train(tmp: Path, i: int, reports: int, checkpoint: bool) -> dict[str, float]:
-    """One TorchTrainer run; its phases in seconds."""
+def ray_train(
+    tmp: Path, i: int, reports: int, checkpoint: bool, rays_config: bool = False
+) -> dict[str, float]:
+    """One TorchTrainer run (tune_app's backend config, or Ray's ``TorchConfig``);
+    its phases in seconds."""
     from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
-    out = tmp / f"rt{i}.json"
+    from tune_app.run.process_group import BoundTorchConfig
+
+    out = tmp / f"rt{i}{'r' if rays_config else ''}.json"
     cfg = {"reports": reports, "checkpoint": checkpoint, "out": str(out)}
     start = time.time()
     TorchTrainer(
         loop,
+        torch_config=TorchConfig() if rays_config else BoundTorchConfig(),  # type: ignore[arg-type]
         train_loop_config=cfg,
         scaling_config=ScalingConfig(num_workers=1, use_gpu=False),
-        run_config=RunConfig(storage_path=str(tmp / "st"), name=f"rt{i}"),
+        run_config=RunConfig(storage_path=str(tmp / "st"), name=out.stem),
     ).fit()
     end = time.time()
     times = json.loads(out.read_text())
@@ -150,8 +161,12 @@ def main() -> None:
     ensure_ray(num_cpus=2)  # as tune_app starts Ray: loopback, token auth, dashboard on
     tmp = Path(tempfile.mkdtemp(prefix="breakdown-"))
     phases: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    modes: list[tuple[str, Any]] = [
+        ("ray-train", ray_train),
+        ("ray-train, Ray's TorchConfig", functools.partial(ray_train, rays_config=True)),
+        ("in-trial", in_trial),
+    ]
     for i in range(args.repeats):
-        modes = [("ray-train", ray_train), ("in-trial", in_trial)]
         for label, run in modes if i % 2 == 0 else modes[::-1]:
             for phase, seconds in run(tmp, i, args.reports, not args.no_checkpoint).items():
                 phases[label][phase].append(seconds)
@@ -163,10 +178,10 @@ def main() -> None:
         for phase, values in rows.items():
             sd = statistics.stdev(values) if len(values) > 1 else 0.0
             print(f"  {phase:<60}{statistics.mean(values):>8.2f}{sd:>7.2f}")
-    ratio = statistics.mean(phases["ray-train"]["total"]) / statistics.mean(
-        phases["in-trial"]["total"]
-    )
-    print(f"\nray-train total / in-trial total: {ratio:.2f}")
+    total = {label: statistics.mean(rows["total"]) for label, rows in phases.items()}
+    print(f"\nray-train total / in-trial total: {total['ray-train'] / total['in-trial']:.2f}")
+    ray_cfg = total["ray-train, Ray's TorchConfig"]
+    print(f"ray-train total / with Ray's TorchConfig: {total['ray-train'] / ray_cfg:.2f}")
 
 
 if __name__ == "__main__":

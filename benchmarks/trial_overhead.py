@@ -10,7 +10,9 @@ loop in this process, divided by the concurrency).
 
 ``--without-sharing`` adds both modes as they ran before the run's data store and
 paced checkpoints (:mod:`tune_app.tasks.shared_data`, ``CheckpointPacer``): every
-trial loads its data itself and checkpoints every epoch.
+trial loads its data itself and checkpoints every epoch. ``--fresh-trial-actors``
+adds the Ray Train mode with a new trial process per trial (Tune's
+``reuse_actors`` off, as Ray Train runs had it before).
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ def main() -> None:
         action="store_true",
         help="also run each mode without the data store, checkpointing every epoch",
     )
+    ap.add_argument(
+        "--fresh-trial-actors",
+        action="store_true",
+        help="also run the Ray Train mode with a new trial process per trial",
+    )
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="overhead-"))
@@ -75,11 +82,16 @@ def main() -> None:
     if args.without_sharing:
         walls["in-trial, before (0)"] = []
         walls["ray-train, before (1)"] = []
+    if args.fresh_trial_actors:
+        walls["ray-train, fresh actors (1)"] = []
     configs: list[dict[str, Any]] = []
     for rep in range(args.repeats):
         order = list(walls) if rep % 2 == 0 else list(reversed(walls))
         for label in order:
-            with _before(args.without_sharing and "before" in label):
+            with (
+                _before(args.without_sharing and "before" in label),
+                _fresh_actors("fresh" in label),
+            ):
                 start = time.perf_counter()
                 result = run_search(
                     "random",
@@ -87,7 +99,7 @@ def main() -> None:
                     budget_epochs=budget,
                     max_trials=args.trials,
                     seed=0,
-                    num_workers=0 if "0" in label else 1,
+                    num_workers=0 if "0)" in label else 1,
                     tracking_uri=f"sqlite:///{tmp}/m.db",
                     storage_path=tmp / "runs",
                     verbose=False,
@@ -116,11 +128,25 @@ def main() -> None:
         print(f"{label:<28}{mean:>14.1f}{mean / args.trials:>11.2f}{mean / bare:>13.1f}")
     a, b = list(means.values())[:2]
     print(f"ratio ray-train / in-trial: {b / a:.2f}")
+    if args.fresh_trial_actors:
+        fresh = means["ray-train, fresh actors (1)"]
+        print(f"ratio ray-train reused / fresh trial actors: {b / fresh:.2f}")
     if args.without_sharing:
         for label in ("in-trial", "ray-train"):
             now = next(v for k, v in means.items() if k.startswith(label + " ("))
             before = next(v for k, v in means.items() if k.startswith(label + ", before"))
             print(f"ratio {label} now / before: {now / before:.2f}")
+
+
+@contextmanager
+def _fresh_actors(active: bool) -> Iterator[None]:
+    """While ``active``: Tune starts a new process for every trial."""
+    reuse = driver.REUSE_TRIAL_ACTORS
+    driver.REUSE_TRIAL_ACTORS = not active and reuse  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        driver.REUSE_TRIAL_ACTORS = reuse  # type: ignore[misc]
 
 
 @contextmanager

@@ -99,7 +99,7 @@ def free_port() -> int:
 
 def ray_env() -> dict[str, str]:
     """Environment for Ray CLI calls: loopback only, token auth sent."""
-    from tune_app.tasks.loop import TRAIN_ENV_DEFAULTS
+    from tune_app.run.train_run import TRAIN_ENV_DEFAULTS
 
     env = {**os.environ, **TRAIN_ENV_DEFAULTS}
     env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="token")

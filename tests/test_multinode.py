@@ -18,7 +18,7 @@ from tests.test_job_submit import submit_search
 from tests.user_tasks import Rendezvous
 from tune_app import run_search
 from tune_app.run.placement import release_leaked_groups
-from tune_app.tasks.loop import TRAIN_ENV_DEFAULTS
+from tune_app.run.train_run import TRAIN_ENV_DEFAULTS
 
 pytestmark = pytest.mark.slow
 

@@ -191,10 +191,10 @@ def test_ray_train_workers_listen_on_loopback_only(ray_cluster, tmp_path: Path) 
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    import tune_app.tasks.loop as loop
-    from tune_app.tasks.bound_store import BoundTorchConfig
+    import tune_app.run.train_run as train_run
+    from tune_app.run.process_group import BoundTorchConfig
 
-    assert "torch_config=BoundTorchConfig()" in Path(loop.__file__).read_text()
+    assert "torch_config=BoundTorchConfig()" in Path(train_run.__file__).read_text()
     TorchTrainer(
         _worker_listeners,
         train_loop_config={"out": str(tmp_path)},

@@ -47,6 +47,11 @@ from tune_app.tracking.state import RunState
 from tune_app.tracking.store import Tracker, redact_uri, resolve_tracking_uri
 
 TABLES = ("trials.parquet", "history.parquet")
+# Tune hands a finished trial's process to the next trial, except over Ray Train under
+# a scheduler: a trial it stops or pauses is still inside its Train run when Tune
+# resets the process, and Tune then fails the next trial (benchmarks/trial_overhead.py
+# measures reuse against fresh processes: --fresh-trial-actors).
+REUSE_TRIAL_ACTORS = True
 
 
 @dataclass
@@ -388,9 +393,9 @@ def _tuner(
         num_samples=req.max_trials if req.max_trials is not None else -1,
         max_concurrent_trials=placement.max_concurrent,
         time_budget_s=req.time_budget_s,
-        # In-trial runs reuse the trial's process (no fresh Python + torch import
-        # per trial); a Ray Train trial's workers are always new.
-        reuse_actors=placement.num_workers == 0,
+        # Trials reuse their process (no fresh Python, Tune and torch import per
+        # trial); a Ray Train trial's controller and workers are always new.
+        reuse_actors=REUSE_TRIAL_ACTORS and (placement.num_workers == 0 or scheduler is None),
     )
     return tune.Tuner(
         trainable,

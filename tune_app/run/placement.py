@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tune_app.errors import ConfigError
-from tune_app.tasks.loop import TRAIN_ENV_DEFAULTS
+from tune_app.run.train_run import TRAIN_ENV_DEFAULTS
 
 # A trial that only supervises a worker group reserves 1 MiB of memory and no CPU.
 SUPERVISOR_RESOURCES = {"memory": 1024.0**2}

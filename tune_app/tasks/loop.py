@@ -1,7 +1,8 @@
 """The training loop every trial runs, on Ray Train workers or inside the trial.
 
 ``run_trial`` is the Tune function trainable. With ``num_workers >= 1`` it starts
-a Ray Train (V2) ``TorchTrainer`` whose workers run :func:`train_loop_per_worker`
+a Ray Train (V2) ``TorchTrainer`` (:mod:`tune_app.run.train_run`, torch-free so
+Train's controller starts without torch) whose workers run :func:`train_loop_per_worker`
 (DDP model, data sharded per worker) and forward each epoch's report to Tune
 through ``TuneReportCallback`` (with its checkpoint too, for schedulers that copy
 one trial's state into another: ``TrialSpec.checkpoints_to_tune``). With
@@ -26,12 +27,9 @@ the first report after the restore names the parent (``inherited_from``,
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
-import os
 import tempfile
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,11 +37,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
-from ray.train import UserCallback
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from tune_app.errors import TaskError
+from tune_app.run import train_run
 from tune_app.run.budget import wait_for_epoch
 from tune_app.tasks import shared_data
 from tune_app.tasks.base import LookupObjective, Objective, Task, check_numeric
@@ -51,13 +49,6 @@ from tune_app.tasks.base import LookupObjective, Objective, Task, check_numeric
 if TYPE_CHECKING:
     from tune_app.controller.inner import InnerController, InnerSpec
 
-# Train V2 polls its workers every 2 s by default, which dominates short trials;
-# these apply in the trial process and are propagated to Train's controller.
-TRAIN_ENV_DEFAULTS = {
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
-    "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",
-    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
-}
 STATE_FILE = "state.pt"
 META = "epoch.json"  # in every checkpoint: its epoch and the trial that trained it
 # (all of a lookup objective's checkpoint; beside STATE_FILE for a trained model)
@@ -202,12 +193,7 @@ def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
         train(config, spec, trial_id, _TuneReporter(_resume_point(spec, lineage, recorded)))
         return
 
-    for key, value in TRAIN_ENV_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    if spec.checkpoints_to_tune:
-        _fit_reporting_checkpoints(config, spec, trial_id)
-    else:
-        _trainer(config, spec, trial_id, None, f"train-{trial_id}", _tune_report_callback()).fit()
+    train_run.fit(config, spec, trial_id)
 
 
 def _start(spec: TrialSpec, trial_id: str) -> tuple[list[str], int, dict[str, float] | None]:
@@ -260,146 +246,6 @@ def _epoch(checkpoint: Any) -> int:
     return 0
 
 
-def _tune_report_callback() -> Any:
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    return TuneReportCallback()
-
-
-def _trainer(
-    config: dict[str, Any], spec: TrialSpec, trial_id: str, initial: Any, name: str, callback: Any
-) -> Any:
-    """The trial's ``TorchTrainer``: its Train run ``name`` under the run's storage.
-
-    Named after the trial, restarting a paused trial re-attaches to its run and Train
-    resumes from its own latest checkpoint; ``initial`` is a Tune checkpoint the
-    workers start from when Train has none of its own.
-    """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from tune_app.tasks.bound_store import BoundTorchConfig
-
-    use_gpu = spec.gpus_per_worker > 0
-    resources = {"CPU": spec.cpus_per_worker}
-    if use_gpu:
-        resources["GPU"] = spec.gpus_per_worker
-    return TorchTrainer(
-        train_loop_per_worker,
-        # The process group's rendezvous store on the node's address, not on *.
-        torch_config=BoundTorchConfig(),
-        train_loop_config={
-            "hparams": config,
-            "spec": spec,
-            "trial_id": trial_id,
-            "initial": initial,
-        },
-        scaling_config=ScalingConfig(
-            num_workers=spec.num_workers, use_gpu=use_gpu, resources_per_worker=resources
-        ),
-        run_config=RunConfig(
-            name=name,
-            storage_path=spec.storage_path,
-            callbacks=[callback],
-            failure_config=FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=1),
-        ),
-    )
-
-
-def _fit_reporting_checkpoints(config: dict[str, Any], spec: TrialSpec, trial_id: str) -> None:
-    """Run the Train run and hand Tune each report *with its checkpoint*.
-
-    Train V2's ``TuneReportCallback`` hands Tune the metrics only, never the
-    checkpoint, so Tune cannot let PBT copy a trial. Here :class:`_ToTune` queues
-    each report with its checkpoint, and this thread reports both to Tune. A trial
-    Tune restores from a checkpoint (its own after a pause, or a PBT parent's)
-    starts a Train run named after that checkpoint, whose workers load it. Two
-    queue actors per trial cost about a second, so only schedulers that copy
-    trials ask for this (:attr:`TrialSpec.checkpoints_to_tune`).
-    """
-    from ray import tune
-    from ray.util.queue import Empty, Queue
-
-    initial = tune.get_checkpoint()
-    name = f"train-{trial_id}"
-    if initial is not None:
-        name += "-" + hashlib.sha256(initial.path.encode()).hexdigest()[:10]
-    reports: Queue = Queue(1, actor_options={"num_cpus": 0})
-    taken: Queue = Queue(1, actor_options={"num_cpus": 0})
-    trainer = _trainer(config, spec, trial_id, initial, name, _ToTune(reports, taken))
-    failed: list[BaseException] = []
-
-    def fit() -> None:
-        try:
-            trainer.fit()
-        except BaseException as exc:  # re-raised in the trial's thread below
-            failed.append(exc)
-        finally:
-            reports.put(None)
-
-    thread = threading.Thread(target=fit, name=f"fit-{trial_id}", daemon=True)
-    thread.start()
-    controller = None
-    try:
-        while True:
-            try:
-                item = reports.get(timeout=0.1)
-            except Empty:
-                if _stopping():  # Tune pauses or stops the trial
-                    return
-                continue
-            if item is None:
-                break
-            metrics, checkpoint, controller = item
-            ckpt = tune.Checkpoint(checkpoint.path, checkpoint.filesystem) if checkpoint else None
-            tune.report(metrics, checkpoint=ckpt)  # copies the checkpoint into Tune's storage
-            taken.put(True)
-    finally:
-        if controller is not None and thread.is_alive():
-            _abort(controller)
-    thread.join()
-    if failed:
-        raise failed[0]
-
-
-def _stopping() -> bool:
-    """Whether Tune is stopping this trial (paused by a scheduler, or ended)."""
-    from ray.train._internal.session import get_session
-
-    session = get_session()
-    event = getattr(session, "stop_event", None)
-    return bool(event is not None and event.is_set())
-
-
-def _abort(controller: Any) -> None:
-    """End the trial's Train run now, so its workers' reservation is released before
-    the trial resumes (Train's own cleaner only notices a dead controller later)."""
-    import ray
-
-    with contextlib.suppress(Exception):
-        ray.get(controller.abort.remote(), timeout=30)
-
-
-class _ToTune(UserCallback):
-    """On Train's controller: queue rank 0's metrics with the checkpoint, and wait
-    until the trial has reported them to Tune (Train deletes its older checkpoint
-    once a newer one is registered)."""
-
-    def __init__(self, reports: Any, taken: Any) -> None:
-        self.reports, self.taken = reports, taken
-
-    def after_report(
-        self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any
-    ) -> None:
-        """Hand the report (and this controller, to abort it) to the trial's thread;
-        return once Tune has it."""
-        import ray
-
-        self.reports.put((dict(metrics[0]), checkpoint, ray.get_runtime_context().current_actor))
-        self.taken.get()
-
-
 def look_up(
     hparams: Mapping[str, Any],
     objective: LookupObjective,
@@ -445,9 +291,10 @@ def _inherited(parent: str | None, trial_id: str, epoch: int) -> dict[str, Any]:
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train entry point on every worker."""
-    reporter = _TrainReporter(loop_config.get("initial"))
-    train(loop_config["hparams"], loop_config["spec"], loop_config["trial_id"], reporter)
+    """Ray Train entry point on every worker (``loop_config``: :func:`train_run.loop_config`)."""
+    trial = train_run.payload(loop_config)
+    reporter = _TrainReporter(trial["initial"])
+    train(trial["hparams"], trial["spec"], trial["trial_id"], reporter)
 
 
 def _device(spec: TrialSpec, reporter: _Reporter) -> torch.device:
