@@ -28,6 +28,7 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -129,8 +130,9 @@ def ray_train(
     name: str, config: dict[str, Any], epochs: int, threads: int, storage: Path
 ) -> dict[str, float]:
     """The project's Ray Train loop in a 1-worker TorchTrainer, with the run's data
-    store (started here, so its one data load is in the wall time) and paced
-    checkpoints, as a search's trials have them."""
+    store (started here and loading at once, as a search's driver starts it, so its
+    one data load is in the wall time) and paced checkpoints, as a search's trials
+    have them."""
     import ray
 
     from tune_app import tasks
@@ -139,7 +141,6 @@ def ray_train(
     from tune_app.tasks.shared_data import start_store
 
     started = time.perf_counter()
-    store = start_store()
     reports = storage / f"reports-{time.time_ns()}.jsonl"
     storage.mkdir(parents=True, exist_ok=True)
     callback = _Reports(reports)
@@ -151,8 +152,10 @@ def ray_train(
         num_workers=1,
         cpus_per_worker=threads,
         storage_path=str(storage),
-        data=store,
     )
+    # The run's data store, loading as a search's driver has it load (from the start).
+    store = start_store(prefetch=(spec.task, spec.fixed, spec.seed))
+    spec = dataclasses.replace(spec, data=store)
     hparams = {k: v for k, v in config.items() if k != "data_dir"}
     # The TorchTrainer every trial runs (its process group, checkpoint and failure
     # configs); Ray sets OMP_NUM_THREADS to the worker's CPUs (`threads`).

@@ -315,10 +315,8 @@ def _data_store(plan: SearchPlan, held: ExitStack, placement: Placement) -> Any:
 
     if not isinstance(plan.objective, Task) or placement.num_workers == 0:
         return None
-    store = start_store()
+    store = start_store(prefetch=(plan.objective, plan.fixed, plan.request.seed))
     held.callback(ray.kill, store)
-    # Start loading now (most trials' configs read the same data keys as ``fixed``).
-    store.ref.remote(plan.objective, dict(plan.fixed), plan.request.seed)
     return store
 
 

@@ -106,11 +106,17 @@ class DataStore:
         return len(self._entries)
 
 
-def start_store() -> Any:
-    """Start a run's :class:`DataStore` actor (zero CPUs)."""
+def start_store(prefetch: tuple[Any, Mapping[str, Any], int] | None = None) -> Any:
+    """Start a run's :class:`DataStore` actor (zero CPUs). ``prefetch`` (task, config,
+    seed): start loading that split now, so the load overlaps the first trial's
+    start-up (a run passes its space's fixed config: most trials read the same keys)."""
     import ray
 
-    return ray.remote(num_cpus=0)(DataStore).remote()
+    store: Any = ray.remote(num_cpus=0)(DataStore).remote()
+    if prefetch is not None:
+        task, config, seed = prefetch
+        store.ref.remote(task, dict(config), seed)
+    return store
 
 
 def load(store: Any, task: Any, config: Mapping[str, Any], seed: int) -> tuple[Dataset, Dataset]:
