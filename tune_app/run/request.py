@@ -105,7 +105,7 @@ class SearchRequest:
     )  # fmt: skip
     num_workers: int = option(
         1,
-        "0: train inside the Tune trial (no Ray Train worker group, so no ~14 s start-up "
+        "0: train inside the Tune trial (no Ray Train worker group, so no ~8 s start-up "
         "per trial; fine for small models); N>=1: N Ray Train workers per trial",
         type=int,
     )
