@@ -32,7 +32,7 @@ from pathlib import Path
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.tasks.fixtures
 
-import tune_app  # noqa: F401,E402  (before Ray: loopback only, token auth)
+import tune_app  # noqa: F401  (before Ray: loopback only, token auth)
 
 FIELDS = ["task", "data", "seed", "arm", "best", "epochs", "wall_s"]
 
@@ -128,9 +128,10 @@ def main() -> int:
         ties = sum(d == 0 for d in diff)
         p = 1.0 if all(d == 0 for d in diff) else float(wilcoxon(diff, zero_method="zsplit").pvalue)
         label = done[(task, 0, "without")]["data"]
+        without = statistics.mean(b for _, b in pairs)
+        with_inner = statistics.mean(a for a, _ in pairs)
         print(
-            f"{task:<13}{label:<24}{len(pairs):>6}"
-            f"{statistics.mean(b for _, b in pairs):>9.4f}{statistics.mean(a for a, _ in pairs):>9.4f}"
+            f"{task:<13}{label:<24}{len(pairs):>6}{without:>9.4f}{with_inner:>9.4f}"
             f"  {wins}/{ties}/{len(pairs) - wins - ties}, p = {p:.3g}"
         )
     return 0
