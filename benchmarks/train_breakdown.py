@@ -11,7 +11,9 @@ times each:
   (:class:`~tune_app.run.process_group.BoundTorchConfig`, torch-free, so Train's
   controller does not import torch). Each Ray actor it starts is timed from the
   State API (``list_workers``: when the process was launched, when it was ready)
-  and the loop writes when it was entered; so the fixed cost splits into phases;
+  and the loop writes when it was entered; so the fixed cost splits into phases.
+  Ray Train's own timers of the worker group's start-up (from its controller's
+  log) are printed too, marked ``(Train's timer)``: they fall within those phases;
 * ``ray-train, Ray's TorchConfig``: the same with Ray's own ``TorchConfig``, whose
   module imports torch in the controller (what every trial paid before);
 * ``in-trial``: the same loop as a Tune function trial (what ``--num-workers 0``
@@ -23,9 +25,11 @@ It prints the mean seconds per phase and the ratio of the two totals.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -83,6 +87,28 @@ def _actor_processes(since: float) -> dict[str, tuple[float, float]]:
     return out
 
 
+_TIMER = re.compile(r"\[Worker Group Initialization\] (.+?) in ([0-9.]+)s")
+
+
+def _train_timers() -> dict[str, float]:
+    """Ray Train's own per-phase timers from the newest controller's log: the worker
+    group's start-up (placement group, worker actors, train context, callbacks)."""
+    import ray
+
+    node = ray._private.worker._global_node  # this driver's Ray node: its log directory
+    if node is None:
+        return {}
+    logs = Path(node.get_logs_dir_path()) / "train"
+    found = sorted(logs.glob("ray-train-sys-controller-*.log"), key=lambda p: p.stat().st_mtime)
+    out: dict[str, float] = {}
+    for line in found[-1].read_text().splitlines() if found else []:
+        with contextlib.suppress(ValueError, AttributeError):
+            match = _TIMER.search(json.loads(line).get("message", ""))
+            if match:
+                out[match.group(1)] = float(match.group(2))
+    return out
+
+
 def ray_train(
     tmp: Path, i: int, reports: int, checkpoint: bool, rays_config: bool = False
 ) -> dict[str, float]:
@@ -121,6 +147,7 @@ def ray_train(
         "the loop (reports)": times["left"] - times["entered"],
         "teardown": end - times["left"],
         "total": end - start,
+        **{f"(Train's timer) {k}": v for k, v in _train_timers().items()},
     }
 
 

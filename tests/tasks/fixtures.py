@@ -48,8 +48,9 @@ def write_mnist(root: Path, n_train: int = 1200, n_test: int = 200, seed: int = 
     return root
 
 
-def write_cifar10(root: Path, per_batch: int = 200, seed: int = 0) -> Path:
-    """``root/cifar-10-batches-py`` with five training batches, a test batch and meta."""
+def write_cifar10(root: Path, per_batch: int = 200, seed: int = 0, noise: float = 0.6) -> Path:
+    """``root/cifar-10-batches-py`` with five training batches, a test batch and meta
+    (a larger ``noise`` makes the classes harder to tell apart)."""
     rng = np.random.default_rng(seed)
     base = root / "cifar-10-batches-py"
     base.mkdir(parents=True, exist_ok=True)
@@ -57,7 +58,7 @@ def write_cifar10(root: Path, per_batch: int = 200, seed: int = 0) -> Path:
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     for name in names:
         y = rng.integers(0, 10, per_batch)
-        x = _images(rng, tmpl, y, noise=0.6).reshape(per_batch, 3072)  # R, G, B planes
+        x = _images(rng, tmpl, y, noise=noise).reshape(per_batch, 3072)  # R, G, B planes
         entry = {
             "batch_label": f"{name} of fixture",
             "labels": [int(v) for v in y],
