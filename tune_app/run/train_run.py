@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from ray.train import UserCallback
@@ -46,6 +47,7 @@ def payload(loop_cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def trainer(
+    train_fn: Callable[[dict[str, Any]], None],
     config: dict[str, Any],
     spec: Any,
     trial_id: str,
@@ -53,7 +55,8 @@ def trainer(
     name: str,
     callbacks: list[Any],
 ) -> Any:
-    """The trial's ``TorchTrainer``: its Train run ``name`` under the run's storage.
+    """The trial's ``TorchTrainer``, whose workers run ``train_fn`` (the loop's
+    ``train_loop_per_worker``): its Train run ``name`` under the run's storage.
 
     Named after the trial, restarting a paused trial re-attaches to its run and Train
     resumes from its own latest checkpoint; ``initial`` is a Tune checkpoint the
@@ -63,14 +66,13 @@ def trainer(
     from ray.train.torch import TorchTrainer
 
     from tune_app.run.process_group import BoundTorchConfig
-    from tune_app.tasks.loop import train_loop_per_worker
 
     use_gpu = spec.gpus_per_worker > 0
     resources = {"CPU": spec.cpus_per_worker}
     if use_gpu:
         resources["GPU"] = spec.gpus_per_worker
     return TorchTrainer(
-        train_loop_per_worker,
+        train_fn,
         # The process group's rendezvous store on the node's address, not on *.
         torch_config=BoundTorchConfig(),  # type: ignore[arg-type]
         train_loop_config=loop_config(config, spec, trial_id, initial),
@@ -87,20 +89,25 @@ def trainer(
     )
 
 
-def fit(config: dict[str, Any], spec: Any, trial_id: str) -> None:
-    """Run the trial's Train run, its reports going to Tune (with their checkpoints
-    when ``spec.checkpoints_to_tune``)."""
+def fit(
+    train_fn: Callable[[dict[str, Any]], None], config: dict[str, Any], spec: Any, trial_id: str
+) -> None:
+    """Run the trial's Train run (workers run ``train_fn``), its reports going to Tune
+    (with their checkpoints when ``spec.checkpoints_to_tune``)."""
     for key, value in TRAIN_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
     if spec.checkpoints_to_tune:
-        _fit_reporting_checkpoints(config, spec, trial_id)
+        _fit_reporting_checkpoints(train_fn, config, spec, trial_id)
         return
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    trainer(config, spec, trial_id, None, f"train-{trial_id}", [TuneReportCallback()]).fit()
+    name = f"train-{trial_id}"
+    trainer(train_fn, config, spec, trial_id, None, name, [TuneReportCallback()]).fit()
 
 
-def _fit_reporting_checkpoints(config: dict[str, Any], spec: Any, trial_id: str) -> None:
+def _fit_reporting_checkpoints(
+    train_fn: Callable[[dict[str, Any]], None], config: dict[str, Any], spec: Any, trial_id: str
+) -> None:
     """Run the Train run and hand Tune each report *with its checkpoint*.
 
     Train V2's ``TuneReportCallback`` hands Tune the metrics only, never the
@@ -120,7 +127,7 @@ def _fit_reporting_checkpoints(config: dict[str, Any], spec: Any, trial_id: str)
         name += "-" + hashlib.sha256(initial.path.encode()).hexdigest()[:10]
     reports: Queue = Queue(1, actor_options={"num_cpus": 0})
     taken: Queue = Queue(1, actor_options={"num_cpus": 0})
-    run = trainer(config, spec, trial_id, initial, name, [ToTune(reports, taken)])
+    run = trainer(train_fn, config, spec, trial_id, initial, name, [ToTune(reports, taken)])
     failed: list[BaseException] = []
 
     def fit_run() -> None:

@@ -193,7 +193,7 @@ def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
         train(config, spec, trial_id, _TuneReporter(_resume_point(spec, lineage, recorded)))
         return
 
-    train_run.fit(config, spec, trial_id)
+    train_run.fit(train_loop_per_worker, config, spec, trial_id)
 
 
 def _start(spec: TrialSpec, trial_id: str) -> tuple[list[str], int, dict[str, float] | None]:
