@@ -28,7 +28,6 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import statistics
@@ -144,18 +143,19 @@ def ray_train(
     reports = storage / f"reports-{time.time_ns()}.jsonl"
     storage.mkdir(parents=True, exist_ok=True)
     callback = _Reports(reports)
+    task, fixed = tasks.resolve(name), {"data_dir": config["data_dir"]}
+    # The run's data store, loading as a search's driver has it load (from the start).
+    store = start_store(prefetch=(task, fixed, 0))
     spec = TrialSpec(
-        task=tasks.resolve(name),
+        task=task,
         seed=0,
         max_epochs=epochs,
-        fixed={"data_dir": config["data_dir"]},
+        fixed=fixed,
         num_workers=1,
         cpus_per_worker=threads,
         storage_path=str(storage),
+        data=store,
     )
-    # The run's data store, loading as a search's driver has it load (from the start).
-    store = start_store(prefetch=(spec.task, spec.fixed, spec.seed))
-    spec = dataclasses.replace(spec, data=store)
     hparams = {k: v for k, v in config.items() if k != "data_dir"}
     # The TorchTrainer every trial runs (its process group, checkpoint and failure
     # configs); Ray sets OMP_NUM_THREADS to the worker's CPUs (`threads`).

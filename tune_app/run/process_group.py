@@ -10,7 +10,7 @@ cluster, the node's cluster address on a real one), and hands it to
 ``TorchConfig`` code, called on the workers.
 
 Torch-free at import: Train's controller unpickles this config in every trial, and
-Ray's ``TorchConfig`` module imports torch (about 2 s of CPU here, on the trial's
+Ray's ``TorchConfig`` module imports torch (about 2 s of import time here, on the trial's
 critical path); torch is imported on the workers only, which train with it anyway.
 
 It relies on Ray Train internals (the worker-side helpers of ``ray.train.torch.config``);
@@ -32,11 +32,14 @@ from ray._private.ray_constants import env_integer
 from ray.exceptions import GetTimeoutError
 from ray.train._internal.utils import get_address_and_port
 from ray.train.backend import Backend, BackendConfig
+from ray.train.constants import (
+    DEFAULT_TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S,
+    TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S,
+)
 from ray.train.v2._internal.util import TrainingFramework
 
 logger = logging.getLogger(__name__)
 _LISTENERS: list[socket.socket] = []  # rank 0's bound socket lives as long as its store
-SHUTDOWN_TIMEOUT_ENV = "TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S"  # Ray's, default 30 s
 
 
 def _set_master(addr: str, port: int) -> None:
@@ -123,7 +126,9 @@ class _BoundTorchBackend(Backend):
 
     def on_shutdown(self, worker_group: Any, backend_config: Any) -> None:
         futures = worker_group.execute_async(_shutdown, destroy_process_group=len(worker_group) > 1)
-        timeout_s = env_integer(SHUTDOWN_TIMEOUT_ENV, 30)
+        timeout_s = env_integer(
+            TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S, DEFAULT_TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S
+        )
         try:
             ray.get(futures, timeout=timeout_s)
         except GetTimeoutError:

@@ -2,7 +2,7 @@
 
 Torch-free on purpose. Train's controller unpickles the trainer's backend config,
 its ``train_loop_config`` and its run callbacks, so whatever their modules import,
-every trial's controller process imports too (torch: about 2 s of CPU here, on the
+every trial's controller process imports too (torch: about 2 s of import time here, on the
 trial's critical path). So the backend config is :mod:`tune_app.run.process_group`'s,
 the callbacks live here, and the trial itself (hyperparameters, the
 :class:`~tune_app.tasks.loop.TrialSpec` with its task) reaches the workers as an
