@@ -159,7 +159,10 @@ def kill_loop(
                 assert time.monotonic() < deadline, log.read_text()[-3000:]
                 time.sleep(0.05)
             time.sleep(rng.uniform(0.0, 1.0))
-        assert proc.poll() is None, "the search finished before the planned kill"
+        assert proc.poll() is None, (
+            f"driver {kill} ended (exit {proc.poll()}) before its planned kill; its log:\n"
+            + log.read_text()[-4000:]
+        )
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         done = recorded(storage)[1]
@@ -279,7 +282,10 @@ def test_resume_at_once_after_an_embedded_ray_driver_was_killed(
         while len(recorded(storage)[1]) < 2 and proc.poll() is None:
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.05)
-        assert proc.poll() is None, "the search finished before the planned kill"
+        assert proc.poll() is None, (
+            f"the driver ended (exit {proc.poll()}) before its planned kill; its log:\n"
+            + log.read_text()[-4000:]
+        )
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         listening = _listening_ports(ray_tmp)  # the dead driver's Ray still holds some

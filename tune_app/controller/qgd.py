@@ -93,7 +93,8 @@ class Problem(Protocol):
 
 @dataclass
 class NetProblem:
-    """A classification net on fixed data; ``batch`` 0: full batch."""
+    """A classification net on fixed data; ``batch`` 0: full batch; ``x_test``,
+    ``y_test``: rows only a report reads (:meth:`test_accuracy`), optional."""
 
     model: nn.Module
     x_train: torch.Tensor
@@ -102,6 +103,8 @@ class NetProblem:
     y_val: torch.Tensor
     batch: int = 0
     seed: int = 0
+    x_test: torch.Tensor | None = None
+    y_test: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         self._start = parameters_to_vector(self.model.parameters()).detach().clone()
@@ -151,6 +154,15 @@ class NetProblem:
         with torch.no_grad():
             pred = self.model(self.x_val).argmax(dim=1)
         return float((pred != self.y_val).float().mean())
+
+    def test_accuracy(self, x: torch.Tensor) -> float:
+        """Accuracy on the test rows (NaN without them)."""
+        if self.x_test is None or self.y_test is None:
+            return math.nan
+        self._set(x)
+        with torch.no_grad():
+            pred = self.model(self.x_test).argmax(dim=1)
+        return float((pred == self.y_test).float().mean())
 
 
 def generate(rng: np.random.Generator, overfit: bool = False) -> NetProblem:

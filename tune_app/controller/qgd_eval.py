@@ -22,6 +22,7 @@ on can be kept apart from the nets it is reported on.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -68,18 +69,25 @@ def greedy(policy: Any) -> Controller:
 
 def episode(env: QGDEnv, controller: Controller, seed: int) -> dict[str, float]:
     """One episode from ``env.reset(seed=seed)``: the final anchor's value, the
-    evaluations spent, and ``loss``, the final anchor's training loss on all the
+    evaluations spent, ``loss``, the final anchor's training loss on all the
     training data (for a mini-batch net ``value`` is one batch's, a noisy measure;
-    a problem without ``full_loss`` reports ``value``)."""
+    a problem without ``full_loss`` reports ``value``), and its ``val_error`` and
+    ``test_accuracy`` where the problem has them (NaN otherwise)."""
     obs, info = env.reset(seed=seed)
     truncated = False
     while not truncated:
         obs, _, _, truncated, info = env.step(controller(env, obs))
     full_loss = getattr(env.problem, "full_loss", None)
+    val_error = getattr(env.problem, "val_error", None)
+    test_accuracy = getattr(env.problem, "test_accuracy", None)
     value = float(info["anchor_value"])
     return {
         "value": value,
         "loss": float(full_loss(env.anchor)) if full_loss is not None else value,
+        "val_error": float(val_error(env.anchor)) if val_error is not None else math.nan,
+        "test_accuracy": (
+            float(test_accuracy(env.anchor)) if test_accuracy is not None else math.nan
+        ),
         "evaluations": float(info["evaluations"]),
     }
 
@@ -89,10 +97,12 @@ def compare(
     episodes: int,
     env_kwargs: dict[str, Any],
     first_seed: int = HELD_OUT,
+    held_out: bool = True,
 ) -> dict[str, list[dict[str, float]]]:
-    """Every controller on the same ``episodes`` held-out nets (seeds from
-    ``first_seed``, at least ``HELD_OUT``)."""
-    if first_seed < HELD_OUT:
+    """Every controller on the same ``episodes`` nets, seeds from ``first_seed``
+    (at least ``HELD_OUT`` unless ``held_out`` is False: for problems pretraining
+    never draws, such as :mod:`tune_app.controller.qgd_seed`'s)."""
+    if held_out and first_seed < HELD_OUT:
         raise ValueError(f"held-out seeds start at {HELD_OUT}, got {first_seed}")
     out: dict[str, list[dict[str, float]]] = {name: [] for name in controllers}
     for i in range(episodes):

@@ -1,0 +1,182 @@
+"""The seed's experiment: Q-gradient descent on the 3072-100-50-10 sigmoid MLP.
+
+    python benchmarks/qgd_seed.py --lr-policy DIR [--l2-policy DIR] [--seeds 10]
+        [--data cifar10,digits,breast_cancer,wine] [--data-dir DIR]
+
+The objective net of seed 001 (:mod:`tune_app.controller.qgd_seed`): an
+``inputs-100-50-classes`` MLP with sigmoid hidden layers, plain full-batch gradient
+descent, the policy's ``steps`` (100) at its ``alpha_c`` (1). Every controller
+plays the same episodes (seed ``i``: the same training rows and initial weights);
+a rejected step costs one objective evaluation, as an accepted one does.
+
+* ``lr`` (``--lr-policy``): Q-gradient descent against plain gradient descent at
+  ``alpha_c`` (the policy's, or ``--alpha-c``), Armijo backtracking (Hansen's
+  baseline) and the best of ``--grid`` fixed rates *per net* by the final
+  training loss (an oracle), on ``--rows`` training rows;
+* ``l2`` (``--l2-policy``): the lambda controller in the seed's overfitting setting
+  (``--l2-rows`` 1,000 training rows) against a fixed ``lambda_c`` and the best of
+  ``--lambda-grid`` per net by the final validation error (an oracle).
+
+It prints, per data set, each controller's mean final training loss, validation
+error, test accuracy and evaluations, and Q-gradient descent against each
+baseline: wins/ties/losses over the episodes and the paired Wilcoxon p-value, on
+the training loss (``lr``) or validation error (``l2``), and on test accuracy.
+
+``cifar10`` reads CIFAR-10's python batches from ``--data-dir``; without one it
+writes synthetic batches in the real format (``inner_service``'s noisy fixtures)
+and the table says so: those numbers are not CIFAR-10's. ``digits``,
+``breast_cancer`` and ``wine`` are scikit-learn's bundled real data sets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's tune_app, and tests.tasks.fixtures
+
+from inner_service import SYNTHETIC_NOISE  # noqa: E402
+from qgd_controller import paired  # noqa: E402
+
+from tune_app.controller import qgd_eval  # noqa: E402
+from tune_app.controller.qgd_seed import DATASETS, load_data, seed_problems  # noqa: E402
+from tune_app.controller.qgd_train import load  # noqa: E402
+
+
+def _table(
+    title: str, runs: dict[str, list[dict[str, float]]], measure: str, evaluations: bool = True
+) -> None:
+    """One data set's table: means, and qgd against every other controller."""
+    col = {k: {m: np.array([r[m] for r in v]) for m in runs["qgd"][0]} for k, v in runs.items()}
+    print(title)
+    print(
+        f"| controller | training loss | validation error | test accuracy | evaluations "
+        f"| qgd vs it: {measure} (W/T/L, p) | qgd vs it: test accuracy (W/T/L, p) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name, c in col.items():
+        versus = ("", "")
+        if name != "qgd":
+            q = col["qgd"]
+            versus = (
+                paired(q[measure], c[measure]),
+                paired(-q["test_accuracy"], -c["test_accuracy"]),
+            )
+        print(
+            f"| {name} | {c['loss'].mean():.4f} | {c['val_error'].mean():.4f} "
+            f"| {c['test_accuracy'].mean():.4f} | {c['evaluations'].mean():.0f} "
+            f"| {versus[0]} | {versus[1]} |"
+        )
+    print(flush=True)
+
+
+def _oracle(
+    episodes: int, env: dict[str, Any], key: str, grid: list[float], measure: str
+) -> list[dict[str, float]]:
+    """Per episode, the best run of plain (accept-only) control over ``grid``
+    values of ``env[key]``, by ``measure`` (lower is better)."""
+    fixed = [
+        qgd_eval.compare({"plain": qgd_eval.plain}, episodes, {**env, key: v}, 0, False)["plain"]
+        for v in grid
+    ]
+    return [min((f[i] for f in fixed), key=lambda r: r[measure]) for i in range(episodes)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lr-policy", type=Path, default=None)
+    ap.add_argument("--l2-policy", type=Path, default=None)
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--data", default=",".join(DATASETS))
+    ap.add_argument("--data-dir", type=Path, default=None, help="holds cifar-10-batches-py")
+    ap.add_argument("--rows", type=int, default=2000, help="training rows per lr episode")
+    ap.add_argument("--l2-rows", type=int, default=1000, help="training rows per l2 episode")
+    ap.add_argument(
+        "--alpha-c", type=float, default=None, help="the reset rate (default: the policy's)"
+    )
+    ap.add_argument("--grid", default="0.1,0.3,1,3,10", help="fixed rates of the lr oracle")
+    ap.add_argument("--lambda-grid", default="0.0001,0.001,0.01,0.03,0.1")
+    args = ap.parse_args()
+    if args.lr_policy is None and args.l2_policy is None:
+        raise SystemExit("give --lr-policy DIR, --l2-policy DIR or both")
+    names = args.data.split(",")
+    unknown = sorted(set(names) - set(DATASETS))
+    if unknown:
+        raise SystemExit(f"--data: unknown {unknown}; choose from {', '.join(DATASETS)}")
+    data_dir, cifar_source = args.data_dir, "real CIFAR-10"
+    if "cifar10" in names and data_dir is None:
+        from tests.tasks.fixtures import write_cifar10
+
+        tmp = Path(tempfile.mkdtemp(prefix="qgd-seed-"))
+        data_dir = write_cifar10(tmp / "data", per_batch=1000, noise=SYNTHETIC_NOISE)
+        cifar_source = f"synthetic CIFAR-10-format batches, noise {SYNTHETIC_NOISE}"
+    t0 = time.perf_counter()
+    for name in names:
+        data = load_data(name, data_dir)
+        source = cifar_source if name == "cifar10" else "real, bundled with scikit-learn"
+        shape = f"{data.x_pool.shape[1]}-100-50-{data.classes}"
+        if args.lr_policy is not None:
+            policy = load(args.lr_policy)
+            s = policy.manifest["settings"]
+            env: dict[str, Any] = {
+                "control": "lr",
+                "steps": s["steps"],
+                "memory": s["memory"],
+                "alpha_c": args.alpha_c or s["alpha_c"],
+                "problems": seed_problems(data, args.rows),
+            }
+            controllers = {
+                "qgd": qgd_eval.greedy(policy),
+                "plain": qgd_eval.plain,
+                "armijo": qgd_eval.armijo,
+            }
+            runs = qgd_eval.compare(controllers, args.seeds, env, 0, False)
+            grid = [float(a) for a in args.grid.split(",")]
+            runs["best fixed rate"] = _oracle(args.seeds, env, "alpha_c", grid, "loss")
+            _table(
+                f"lr, {name} ({source}), net {shape}, {min(args.rows, len(data.y_pool))} "
+                f"training rows, {s['steps']} steps, alpha_c {env['alpha_c']}, {args.seeds} "
+                f"seeds, policy {args.lr_policy} ({time.perf_counter() - t0:.0f} s)",
+                runs,
+                "loss",
+            )
+        if args.l2_policy is not None:
+            policy = load(args.l2_policy)
+            s = policy.manifest["settings"]
+            env = {
+                "control": "l2",
+                "steps": s["steps"],
+                "memory": s["memory"],
+                "alpha_c": s["alpha_c"],
+                "lambda_c": s["lambda_c"],
+                "problems": seed_problems(data, args.l2_rows),
+            }
+            runs = qgd_eval.compare(
+                {"qgd": qgd_eval.greedy(policy), "fixed lambda_c": qgd_eval.plain},
+                args.seeds,
+                env,
+                0,
+                False,
+            )
+            grid = [float(a) for a in args.lambda_grid.split(",")]
+            runs["best fixed lambda"] = _oracle(args.seeds, env, "lambda_c", grid, "val_error")
+            _table(
+                f"l2, {name} ({source}), net {shape}, {min(args.l2_rows, len(data.y_pool))} "
+                f"training rows, {s['steps']} steps, alpha_c {s['alpha_c']}, lambda_c "
+                f"{s['lambda_c']}, {args.seeds} seeds, policy {args.l2_policy} "
+                f"({time.perf_counter() - t0:.0f} s)",
+                runs,
+                "val_error",
+            )
+    print(f"wall time: {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""The seed's own experiment: its net on real and CIFAR-10-format data, and the
+benchmark that plays every controller on it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import REPO
+from tests.controller.inner_policies import random_policy
+from tests.tasks.fixtures import write_cifar10
+from tune_app.controller import qgd_eval
+from tune_app.controller.qgd import QGDEnv
+from tune_app.controller.qgd_seed import load_data, seed_problems
+from tune_app.errors import ConfigError
+
+
+def test_bundled_data_split_apart_and_the_nets_drawn_per_seed() -> None:
+    """wine: pool, validation and test rows disjoint and standardised; a seed gives
+    the same rows and initial weights, another seed others; the net is the seed's
+    inputs-100-50-classes with sigmoid hidden layers."""
+    data = load_data("wine")
+    sizes = (len(data.y_pool), len(data.y_val), len(data.y_test))
+    assert sum(sizes) == 178 and min(sizes) >= 44 and data.classes == 3
+    assert abs(float(data.x_pool.mean())) < 1e-4
+    make = seed_problems(data, n_train=50)
+    a, b, c = (make(np.random.default_rng(s)) for s in (1, 1, 2))
+    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.init(), b.init())
+    assert not torch.equal(a.init(), c.init()) and len(a.y_train) == 50
+    shapes = [tuple(m.weight.shape) for m in a.model if isinstance(m, torch.nn.Linear)]
+    assert shapes == [(100, 13), (50, 100), (3, 50)]
+    assert sum(isinstance(m, torch.nn.Sigmoid) for m in a.model) == 2
+    with pytest.raises(ConfigError, match="choose one of"):
+        load_data("iris")
+
+
+def test_cifar10_format_batches_feed_a_3072_input_net_and_plain_descent_learns(
+    tmp_path: Path,
+) -> None:
+    """The project's CIFAR-10 reader on batches in the real format; 30 accepted
+    steps lower the training loss, and the episode reports test accuracy."""
+    with pytest.raises(ConfigError, match="data directory"):
+        load_data("cifar10")
+    data = load_data("cifar10", write_cifar10(tmp_path, per_batch=40))
+    assert data.x_pool.shape[1] == 3072 and data.classes == 10
+    env = QGDEnv("lr", steps=30, memory=3, problems=seed_problems(data, n_train=100))
+    first = float(env.reset(seed=0)[1]["anchor_value"])
+    out = qgd_eval.episode(env, qgd_eval.plain, seed=0)
+    assert out["loss"] < first and 0.0 <= out["test_accuracy"] <= 1.0
+    assert out["evaluations"] == 30 + 3 + 1  # steps, memory - 1 warm-up, anchor, first
+
+
+def _policy(folder: Path, control: str) -> Path:
+    random_policy(folder, control)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["settings"] = {"memory": 3, "steps": 10, "alpha_c": 1.0, "lambda_c": 1e-3}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_the_seed_benchmark_plays_every_controller_on_the_seed_net(tmp_path: Path) -> None:
+    """benchmarks/qgd_seed.py with lr and l2 policies on wine: one row per controller."""
+    args = ["--data", "wine", "--seeds", "3", "--grid", "0.3,1", "--lambda-grid", "0.001,0.1"]
+    args += ["--lr-policy", str(_policy(tmp_path / "lr", "lr"))]
+    args += ["--l2-policy", str(_policy(tmp_path / "l2", "l2"))]
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "qgd_seed.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split("|")[1].strip() for line in proc.stdout.splitlines() if line[:2] == "| "]
+    assert rows == [
+        *("controller", "qgd", "plain", "armijo", "best fixed rate"),
+        *("controller", "qgd", "fixed lambda_c", "best fixed lambda"),
+    ]
+    assert "wine (real, bundled with scikit-learn), net 13-100-50-3" in proc.stdout
