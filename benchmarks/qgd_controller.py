@@ -23,7 +23,12 @@ net), the mean final anchor value the environment saw (for a mini-batch net one
 batch's loss: a noisy measure, shown for comparison with earlier tables), the
 mean objective evaluations, and for ``qgd`` against each baseline the
 wins/ties/losses of the final training loss over the nets and the paired Wilcoxon
-p-value. Only the ``lr`` controller has these baselines.
+p-value.
+
+``--control l2`` (a policy trained for ``l2``, on the overfitting nets ``generate``
+makes for it): the lambda controller against a fixed ``lambda_c`` (``plain``)
+and the best of ``--lambda-grid`` fixed coefficients per net by the final
+validation error (an oracle), compared on the final validation error.
 """
 
 from __future__ import annotations
@@ -75,7 +80,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policy", type=Path, required=True)
     parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--control", default="lr", choices=["lr", "l2"])
     parser.add_argument("--grid", default="0.03,0.1,0.3,1,3")
+    parser.add_argument("--lambda-grid", default="0.0001,0.001,0.01,0.03,0.1")
     parser.add_argument("--train", type=int, default=0, help="pretrain N iterations first")
     parser.add_argument(
         "--set",
@@ -98,18 +105,24 @@ def main() -> None:
         from tune_app.controller.qgd_train import QGDSettings, train
         from tune_app.run.placement import ensure_ray
 
-        settings = QGDSettings(control="lr", iterations=args.train, **overrides(args.set))
+        settings = QGDSettings(control=args.control, iterations=args.train, **overrides(args.set))
         ensure_ray(num_cpus=args.num_cpus)
         train(settings, out=args.policy, tracking_uri=args.tracking_uri)
     policy = load(args.policy)
+    if policy.manifest["control"] != args.control:
+        raise SystemExit(f"{args.policy} controls {policy.manifest['control']}, not {args.control}")
     s = policy.manifest["settings"]
     env: dict[str, Any] = {
-        "control": "lr",
+        "control": args.control,
         "steps": s["steps"],
         "memory": s["memory"],
         "alpha_c": s["alpha_c"],
+        "lambda_c": s["lambda_c"],
     }
     t0 = time.perf_counter()
+    if args.control == "l2":
+        _lambda_table(args, policy, env, t0)
+        return
     controllers = {
         "plain": qgd_eval.plain,
         "armijo": qgd_eval.armijo,
@@ -148,6 +161,40 @@ def main() -> None:
             f"| {name} | {loss[name].mean():.4f} | {ratio[name]:.3f} | {value[name]:.4f} "
             f"| {evals[name]:.0f} | {versus} |"
         )
+    print(f"wall time: {time.perf_counter() - t0:.0f} s")
+
+
+def _lambda_table(args: argparse.Namespace, policy: Any, env: dict[str, Any], t0: float) -> None:
+    """The l2 controller against a fixed and the best fixed coefficient, by the final
+    validation error."""
+    runs = qgd_eval.compare(
+        {"fixed lambda_c": qgd_eval.plain, "qgd": qgd_eval.greedy(policy)},
+        args.episodes,
+        env,
+        args.first_seed,
+    )
+    grid = [float(v) for v in args.lambda_grid.split(",")]
+    fixed = [
+        qgd_eval.compare(
+            {"plain": qgd_eval.plain}, args.episodes, {**env, "lambda_c": v}, args.first_seed
+        )["plain"]
+        for v in grid
+    ]
+    runs["best fixed lambda"] = [
+        min((f[i] for f in fixed), key=lambda r: r["val_error"]) for i in range(args.episodes)
+    ]
+    error = {k: np.array([r["val_error"] for r in v]) for k, v in runs.items()}
+    loss = {k: np.mean([r["loss"] for r in v]) for k, v in runs.items()}
+    print(
+        f"l2 controller, {args.episodes} held-out nets (seeds {args.first_seed}-"
+        f"{args.first_seed + args.episodes - 1}), {env['steps']} steps, alpha_c "
+        f"{env['alpha_c']}, lambda_c {env['lambda_c']}, policy {args.policy}"
+    )
+    print("| controller | final validation error | final training loss | qgd vs it (W/T/L, p) |")
+    print("|---|---|---|---|")
+    for name in ("fixed lambda_c", "best fixed lambda", "qgd"):
+        versus = "" if name == "qgd" else paired(error["qgd"], error[name])
+        print(f"| {name} | {error[name].mean():.4f} | {loss[name]:.4f} | {versus} |")
     print(f"wall time: {time.perf_counter() - t0:.0f} s")
 
 

@@ -43,12 +43,13 @@ def test_a_search_controller_checkpoint_is_not_a_qgd_policy() -> None:
 
 
 @pytest.mark.usefixtures("ray_session")
+@pytest.mark.parametrize("replay", ["prioritized", "recent_best"])
 def test_rllib_iterations_on_the_cluster_log_to_mlflow_and_export(
-    tmp_path: Path, tracking_uri: str
+    replay: str, tmp_path: Path, tracking_uri: str
 ) -> None:
     out = tmp_path / "qgd"
     summary = train(
-        QGDSettings(iterations=2, **TINY),
+        QGDSettings(iterations=2, replay=replay, **TINY),
         out=out,
         tracking_uri=tracking_uri,
         log=lambda _: None,
@@ -103,3 +104,34 @@ def test_settings_choose_the_reward_and_pass_it_to_the_environment() -> None:
     with pytest.raises(ConfigError, match="reward"):
         QGDSettings(reward="inverse")
     assert dqn_config(QGDSettings(n_step=5)).n_step == 5
+
+
+def test_the_seeds_replay_samples_only_the_recent_and_the_best_episodes() -> None:
+    """Six finished episodes of returns 5, 1, 4, 2, 0, 3 (oldest first): with 2
+    recent and 2 best, only the last two (0, 3) and the best others (5, 4) are
+    drawn, through the sampling call RLlib's DQN makes."""
+    from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+
+    from tune_app.controller.qgd_replay import RecentBestEpisodeReplayBuffer
+
+    buffer = RecentBestEpisodeReplayBuffer(1000, recent=2, best=2)
+    for ret in (5.0, 1.0, 4.0, 2.0, 0.0, 3.0):
+        steps = 4
+        buffer.add(
+            SingleAgentEpisode(
+                observations=[np.full(6, ret, dtype=np.float32)] * (steps + 1),
+                actions=[0] * steps,
+                rewards=[ret / steps] * steps,
+                terminated=True,
+                len_lookback_buffer=0,
+            )
+        )
+    assert buffer.kept_episodes() == [0, 2, 4, 5]
+    sampled = buffer.sample(num_items=64, n_step=1, gamma=0.9, sample_episodes=True)
+    seen = {float(obs[0]) for episode in sampled for obs in episode.get_observations()}
+    assert seen == {5.0, 4.0, 0.0, 3.0}
+    assert len(buffer._indices) == 6 * 4  # every episode is still stored
+    with pytest.raises(ValueError, match="recent must be"):
+        RecentBestEpisodeReplayBuffer(recent=0)
+    with pytest.raises(ConfigError, match="replay must be one of"):
+        QGDSettings(replay="fifo")

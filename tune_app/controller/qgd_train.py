@@ -9,9 +9,11 @@ epsilon schedule), exported as ``q_network.pt`` (a flat ``name -> tensor`` dict)
 with ``manifest.json``; :func:`load` reads it back with
 ``torch.load(weights_only=True)`` through :func:`tune_app.controller.policy.from_tensors`.
 
-Departure from the seed, which replays mini-batches from the A most recent and
-the B best episodes: RLlib's prioritized replay (the search controller's too;
-the seed's scheme is not built, so not measured). ``QGDSettings.reward`` picks
+Replay (``QGDSettings.replay``): RLlib's prioritized episode replay by default
+(the search controller's too), a departure from the seed, which replays
+mini-batches from the A most recent and the B best episodes; ``"recent_best"``
+is the seed's scheme (:mod:`tune_app.controller.qgd_replay`), measured against
+it in docs/dqn-controller.md. ``QGDSettings.reward`` picks
 the environment's reward (``"seed"`` or ``"log"``), ``n_step`` RLlib's n-step
 targets (RLlib then samples ``n_step`` env steps per update: fewer updates, a
 faster run).
@@ -34,6 +36,7 @@ from tune_app.controller.qgd import ACTIONS, CONTROLS, N_FEATURES, REWARDS, QGDE
 from tune_app.errors import ConfigError
 
 FORMAT = "tune_app.qgd/1"
+REPLAYS = ("prioritized", "recent_best")  # QGDSettings.replay
 
 
 class RLlibQGDEnv(QGDEnv):
@@ -66,12 +69,19 @@ class QGDSettings:
     num_env_runners: int = 0
     reward: str = "seed"  # "seed": c / (v - v_lb); "log": log(v_anchor_before / v_anchor_after)
     n_step: int = 1  # n-step TD targets
+    # "prioritized": RLlib's prioritized episode replay; "recent_best": the seed's,
+    # mini-batches from the replay_recent newest and replay_best best episodes
+    replay: str = "prioritized"
+    replay_recent: int = 10
+    replay_best: int = 10
 
     def __post_init__(self) -> None:
         if self.control not in CONTROLS:
             raise ConfigError(f"control must be one of {CONTROLS}, got {self.control!r}")
         if self.reward not in REWARDS:
             raise ConfigError(f"reward must be one of {REWARDS}, got {self.reward!r}")
+        if self.replay not in REPLAYS:
+            raise ConfigError(f"replay must be one of {REPLAYS}, got {self.replay!r}")
 
     def env_config(self) -> dict[str, Any]:
         """The environment's arguments."""
@@ -83,6 +93,23 @@ class QGDSettings:
             "lambda_c": self.lambda_c,
             "reward": self.reward,
         }
+
+
+def _replay(s: QGDSettings) -> dict[str, Any]:
+    """RLlib's replay buffer config for ``s.replay``."""
+    if s.replay == "recent_best":
+        return {  # a dotted path: RLlib looks for "EpisodeReplayBuffer" in the name
+            "type": "tune_app.controller.qgd_replay.RecentBestEpisodeReplayBuffer",
+            "capacity": s.replay_capacity,
+            "recent": s.replay_recent,
+            "best": s.replay_best,
+        }
+    return {
+        "type": "PrioritizedEpisodeReplayBuffer",
+        "capacity": s.replay_capacity,
+        "alpha": 0.6,
+        "beta": 0.4,
+    }
 
 
 def dqn_config(s: QGDSettings) -> Any:
@@ -105,12 +132,7 @@ def dqn_config(s: QGDSettings) -> Any:
             train_batch_size_per_learner=s.batch_size,
             num_steps_sampled_before_learning_starts=s.learning_starts,
             epsilon=[(0, 1.0), (s.epsilon_steps, s.final_epsilon)],
-            replay_buffer_config={
-                "type": "PrioritizedEpisodeReplayBuffer",
-                "capacity": s.replay_capacity,
-                "alpha": 0.6,
-                "beta": 0.4,
-            },
+            replay_buffer_config=_replay(s),
         )
         .rl_module(
             model_config=DefaultModelConfig(
@@ -138,7 +160,7 @@ def export(source: Any, out: Path, s: QGDSettings, stats: Mapping[str, Any]) -> 
         "settings": asdict(s),
         "environment": "tune_app.controller.qgd.QGDEnv over generate(rng) objective nets",
         "rllib": "ray.rllib.algorithms.dqn (new API stack), double DQN, dueling, "
-        "prioritized episode replay, target network, linear epsilon schedule",
+        f"{s.replay} episode replay, target network, linear epsilon schedule",
         **stats,
     }
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
