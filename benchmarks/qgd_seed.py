@@ -18,7 +18,7 @@ a rejected step costs one objective evaluation, as an accepted one does.
   ``--lambda-grid`` per net by the final validation error (an oracle).
 
 It prints, per data set, each controller's mean final training loss, validation
-error, test accuracy and evaluations, and Q-gradient descent against each
+error, test accuracy, evaluations and accepted steps, and Q-gradient descent against each
 baseline: wins/ties/losses over the episodes and the paired Wilcoxon p-value, on
 the training loss (``lr``) or validation error (``l2``), and on test accuracy.
 
@@ -58,9 +58,10 @@ def _table(
     print(title)
     print(
         f"| controller | training loss | validation error | test accuracy | evaluations "
-        f"| qgd vs it: {measure} (W/T/L, p) | qgd vs it: test accuracy (W/T/L, p) |"
+        f"| accepted steps | qgd vs it: {measure} (W/T/L, p) "
+        f"| qgd vs it: test accuracy (W/T/L, p) |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for name, c in col.items():
         versus = ("", "")
         if name != "qgd":
@@ -72,7 +73,7 @@ def _table(
         print(
             f"| {name} | {c['loss'].mean():.4f} | {c['val_error'].mean():.4f} "
             f"| {c['test_accuracy'].mean():.4f} | {c['evaluations'].mean():.0f} "
-            f"| {versus[0]} | {versus[1]} |"
+            f"| {c['accepts'].mean():.0f} | {versus[0]} | {versus[1]} |"
         )
     print(flush=True)
 

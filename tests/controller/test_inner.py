@@ -207,23 +207,10 @@ def test_bad_inner_options_are_one_line_errors(options: dict[str, Any], needle: 
     assert "\n" not in str(err.value)
 
 
-def test_the_shipped_policies_load_and_a_missing_one_is_a_one_line_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Without --inner-policy each control gets its shipped policy, whose manifest
-    records how it was trained and measured."""
-    spec = resolve("lr,l2", 10, None)
-    for control in ("lr", "l2"):
-        manifest = spec.policies[control].manifest
-        assert manifest["control"] == control and manifest["benchmark"]["command"]
-    monkeypatch.setattr("tune_app.controller.inner.WEIGHTS", tmp_path)
-    with pytest.raises(ConfigError, match="pass --inner-policy DIR") as err:
-        SearchRequest(inner_controller="l2").plan()
-    assert "\n" not in str(err.value)
-
-
 def test_planning_checks_the_policies_and_the_space(tmp_path: Path) -> None:
     lr_dir = str(random_policy(tmp_path / "lr", "lr"))
+    with pytest.raises(ConfigError, match="pass --inner-policy DIR"):
+        SearchRequest(inner_controller="l2").plan()  # nothing shipped for l2
     with pytest.raises(ConfigError, match="controls 'lr'; give one policy for each of l2"):
         SearchRequest(inner_controller="l2", inner_policy=lr_dir).plan()
     with pytest.raises(ConfigError, match="has no policy for l2"):

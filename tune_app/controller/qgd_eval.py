@@ -72,11 +72,15 @@ def episode(env: QGDEnv, controller: Controller, seed: int) -> dict[str, float]:
     evaluations spent, ``loss``, the final anchor's training loss on all the
     training data (for a mini-batch net ``value`` is one batch's, a noisy measure;
     a problem without ``full_loss`` reports ``value``), and its ``val_error`` and
-    ``test_accuracy`` where the problem has them (NaN otherwise)."""
+    ``test_accuracy`` where the problem has them (NaN otherwise), and the steps
+    the controller accepted."""
     obs, info = env.reset(seed=seed)
-    truncated = False
+    truncated, accepts = False, 0
+    accept = ACTIONS[env.control].index("accept")
     while not truncated:
-        obs, _, _, truncated, info = env.step(controller(env, obs))
+        action = controller(env, obs)
+        accepts += action == accept
+        obs, _, _, truncated, info = env.step(action)
     full_loss = getattr(env.problem, "full_loss", None)
     val_error = getattr(env.problem, "val_error", None)
     test_accuracy = getattr(env.problem, "test_accuracy", None)
@@ -89,6 +93,7 @@ def episode(env: QGDEnv, controller: Controller, seed: int) -> dict[str, float]:
             float(test_accuracy(env.anchor)) if test_accuracy is not None else math.nan
         ),
         "evaluations": float(info["evaluations"]),
+        "accepts": float(accepts),
     }
 
 
