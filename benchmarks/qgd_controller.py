@@ -127,9 +127,13 @@ def main() -> None:
         "plain": qgd_eval.plain,
         "armijo": qgd_eval.armijo,
         "descent": qgd_eval.descent,
-        "qgd": qgd_eval.greedy(policy),
     }
     runs = qgd_eval.compare(controllers, args.episodes, env, args.first_seed)
+    # the baselines in the seed's environment; the policy in its own (adaptive or not)
+    own = {**env, "adaptive": bool(s.get("adaptive", False))}
+    runs["qgd"] = qgd_eval.compare(
+        {"qgd": qgd_eval.greedy(policy)}, args.episodes, own, args.first_seed
+    )["qgd"]
     grid = [float(a) for a in args.grid.split(",")]
     fixed = {
         a: qgd_eval.compare(

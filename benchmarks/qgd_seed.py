@@ -133,12 +133,11 @@ def main() -> None:
                 "alpha_c": args.alpha_c or s["alpha_c"],
                 "problems": seed_problems(data, args.rows),
             }
-            controllers = {
-                "qgd": qgd_eval.greedy(policy),
-                "plain": qgd_eval.plain,
-                "armijo": qgd_eval.armijo,
-            }
-            runs = qgd_eval.compare(controllers, args.seeds, env, 0, False)
+            # the policy in its own environment (adaptive or not), the baselines in the seed's
+            own = {**env, "adaptive": bool(s.get("adaptive", False))}
+            runs = qgd_eval.compare({"qgd": qgd_eval.greedy(policy)}, args.seeds, own, 0, False)
+            baselines = {"plain": qgd_eval.plain, "armijo": qgd_eval.armijo}
+            runs.update(qgd_eval.compare(baselines, args.seeds, env, 0, False))
             grid = [float(a) for a in args.grid.split(",")]
             runs["best fixed rate"] = _oracle(args.seeds, env, "alpha_c", grid, "loss")
             _table(

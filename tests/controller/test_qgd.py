@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from tune_app.controller.qgd import ACTIONS, N_FEATURES, QGDEnv, generate
+from tune_app.controller.qgd import (
+    ACTIONS,
+    ADAPTIVE_LR,
+    N_FEATURES,
+    QGDEnv,
+    action_names,
+    generate,
+)
 
 
 class Quadratic:
@@ -29,7 +37,7 @@ class Quadratic:
         return self.loss(x) / 10
 
 
-def env(control: str, **kw: float) -> QGDEnv:
+def env(control: str, **kw: Any) -> QGDEnv:
     return QGDEnv(control, steps=3, memory=2, problems=lambda rng: Quadratic(), **kw)  # type: ignore[arg-type]
 
 
@@ -59,6 +67,26 @@ def test_lr_half_retries_from_the_anchor_and_accept_moves_it() -> None:
     assert truncated  # steps = 3
     # evaluations: 2 at reset (plain step, anchor) + 1 per candidate (4 proposed)
     assert info["evaluations"] == 2 + 4
+
+
+def test_the_adaptive_lr_variant_raises_halves_and_keeps_the_rate() -> None:
+    """Departure: ``up`` doubles the rate and retries from the anchor, ``accept``
+    keeps the rate; the seed's variant has no ``up`` and resets on accept."""
+    e = env("lr", alpha_c=0.5, adaptive=True)
+    assert e.actions == ADAPTIVE_LR and e.action_space.n == 3
+    e.reset(seed=0)  # anchor (2, -1), direction (-2, 1)
+    half, up, accept = (ADAPTIVE_LR.index(a) for a in ("half", "up", "accept"))
+    obs, *_, info = e.step(up)
+    assert info["alpha"] == 1.0 and obs[0] == pytest.approx(0.1)
+    assert torch.allclose(e.anchor, torch.tensor([2.0, -1.0]))  # same anchor
+    assert torch.allclose(e.candidate, torch.tensor([0.0, 0.0]))  # anchor + 1.0 d
+    *_, info = e.step(accept)
+    assert torch.allclose(e.anchor, torch.tensor([0.0, 0.0])) and info["alpha"] == 1.0
+    *_, info = e.step(half)
+    assert info["alpha"] == 0.5
+    with pytest.raises(ValueError, match="lr control only"):
+        QGDEnv("l2", adaptive=True)
+    assert action_names("lr") == ACTIONS["lr"] and action_names("lr", True) == ADAPTIVE_LR
 
 
 def test_the_log_reward_is_the_anchors_log_improvement_and_telescopes() -> None:

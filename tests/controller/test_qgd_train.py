@@ -60,7 +60,7 @@ def test_rllib_iterations_on_the_cluster_log_to_mlflow_and_export(
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name("qgd-pretraining")
     assert exp is not None
-    (run,) = client.search_runs([exp.experiment_id])
+    (run,) = client.search_runs([exp.experiment_id], f"params.replay = '{replay}'")
     assert run.info.status == "FINISHED"
     assert len(client.get_metric_history(run.info.run_id, "td_loss")) >= 1
     assert {a.path for a in client.list_artifacts(run.info.run_id, "qgd")} == {

@@ -14,6 +14,12 @@ and 4). The objective net's weights are one flat vector ``x``.
   (as above, ``lambda = lambda_c``); the direction is of the regularised
   objective ``g(x) = f(x) + lambda / 2 |x|^2``.
 
+**Departure, ``adaptive=True`` (``lr`` only):** the seed's ``accept`` resets the
+rate to ``alpha_c``, so no policy can ever step with more than ``alpha_c``. The
+adaptive variant keeps the rate on ``accept`` and adds ``up`` (``alpha *=
+RAISE``, retry from the same anchor, as ``half`` does), so a policy can move
+the rate both ways and keep it (actions :data:`ADAPTIVE_LR`).
+
 Each episode starts like Algorithm 3: ``memory - 1`` plain gradient steps at
 ``alpha_c`` (filling the feature history), then the anchor is set.
 
@@ -66,6 +72,8 @@ CONTROLS = ("lr", "l2")
 REWARDS = ("seed", "log")
 ACTIONS: dict[str, tuple[str, ...]] = {"lr": ("half", "accept"), "l2": ("half", "up", "accept")}
 UP = 1.25
+RAISE = 2.0  # ``up`` on the rate (adaptive variant)
+ADAPTIVE_LR = ("half", "up", "accept")  # the lr actions of the adaptive variant
 N_FEATURES = 6
 REWARD_CAP = 100.0
 DIVERGED = 1e6  # the value a non-finite objective counts as
@@ -244,6 +252,11 @@ def features(
     )
 
 
+def action_names(control: str, adaptive: bool = False) -> tuple[str, ...]:
+    """The environment's actions, in index order."""
+    return ADAPTIVE_LR if adaptive and control == "lr" else ACTIONS[control]
+
+
 class QGDEnv(gym.Env):
     """One episode: ``steps`` controlled steps on one generated objective net."""
 
@@ -260,17 +273,20 @@ class QGDEnv(gym.Env):
         c2: float = 0.01,
         problems: Any = None,
         reward: str = "seed",
+        adaptive: bool = False,
     ) -> None:
         if control not in CONTROLS:
             raise ValueError(f"control must be one of {CONTROLS}, got {control!r}")
         if reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
-        self.reward = reward
+        if adaptive and control != "lr":
+            raise ValueError("adaptive=True is a variant of the lr control only")
+        self.reward, self.adaptive = reward, adaptive
         self.control, self.steps, self.memory = control, steps, memory
         self.alpha_c, self.lambda_c, self.c1, self.c2 = alpha_c, lambda_c, c1, c2
         # problems(rng) -> Problem; default: a generated net (few rows for l2)
         self.problems = problems or (lambda rng: generate(rng, overfit=control == "l2"))
-        self.actions = ACTIONS[control]
+        self.actions = action_names(control, adaptive)
         self.action_space = gym.spaces.Discrete(len(self.actions))
         self.observation_space = gym.spaces.Box(-1.0, 1.0, (N_FEATURES,), np.float32)
         self.rng = np.random.default_rng()
@@ -319,7 +335,8 @@ class QGDEnv(gym.Env):
         if name == "accept":
             before = self.anchor_value
             self.anchor, self.anchor_value = self.candidate, self.candidate_value
-            self.alpha, self.lam = self.alpha_c, self.lambda_c
+            if not self.adaptive:
+                self.alpha, self.lam = self.alpha_c, self.lambda_c
             self.previous, self.direction = self.direction, -self._objective_grad(self.anchor)
             if self.reward == "log":  # the anchor's log-improvement
                 reward = math.log(max(before, 1e-12) / max(self.anchor_value, 1e-12))
@@ -329,6 +346,8 @@ class QGDEnv(gym.Env):
         else:
             if name == "half" and self.control == "lr":
                 self.alpha /= 2
+            elif self.control == "lr":  # up (adaptive)
+                self.alpha *= RAISE
             elif name == "half":
                 self.lam /= 2
             else:  # up

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from tune_app.controller.qgd import ACTIONS, QGDEnv
+from tune_app.controller.qgd import QGDEnv
 
 HELD_OUT = 1_000_000
 ARMIJO_C = 1e-4
@@ -37,7 +37,7 @@ Controller = Callable[[QGDEnv, np.ndarray], int]
 
 def plain(env: QGDEnv, obs: np.ndarray) -> int:
     """Always accept: gradient descent at the reset rate."""
-    return ACTIONS[env.control].index("accept")
+    return env.actions.index("accept")
 
 
 def armijo(env: QGDEnv, obs: np.ndarray) -> int:
@@ -47,7 +47,7 @@ def armijo(env: QGDEnv, obs: np.ndarray) -> int:
         raise ValueError("armijo line search controls the learning rate only")
     decrease = ARMIJO_C * env.alpha * float(env.direction @ env.direction)
     ok = env.candidate_value <= env.anchor_value - decrease
-    return ACTIONS["lr"].index("accept" if ok else "half")
+    return env.actions.index("accept" if ok else "half")
 
 
 def descent(env: QGDEnv, obs: np.ndarray) -> int:
@@ -55,7 +55,7 @@ def descent(env: QGDEnv, obs: np.ndarray) -> int:
     if env.control != "lr":
         raise ValueError("the descent heuristic controls the learning rate only")
     ok = env.candidate_value <= env.anchor_value
-    return ACTIONS["lr"].index("accept" if ok else "half")
+    return env.actions.index("accept" if ok else "half")
 
 
 def greedy(policy: Any) -> Controller:
@@ -76,7 +76,7 @@ def episode(env: QGDEnv, controller: Controller, seed: int) -> dict[str, float]:
     the controller accepted."""
     obs, info = env.reset(seed=seed)
     truncated, accepts = False, 0
-    accept = ACTIONS[env.control].index("accept")
+    accept = env.actions.index("accept")
     while not truncated:
         action = controller(env, obs)
         accepts += action == accept

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from tune_app.controller.policy import MANIFEST_FILE, WEIGHTS_FILE, QPolicy, from_tensors
-from tune_app.controller.qgd import ACTIONS, CONTROLS, N_FEATURES, REWARDS, QGDEnv
+from tune_app.controller.qgd import CONTROLS, N_FEATURES, REWARDS, QGDEnv, action_names
 from tune_app.errors import ConfigError
 
 FORMAT = "tune_app.qgd/1"
@@ -74,6 +74,7 @@ class QGDSettings:
     replay: str = "prioritized"
     replay_recent: int = 10
     replay_best: int = 10
+    adaptive: bool = False  # lr: keep the rate on accept, add up (QGDEnv's departure)
 
     def __post_init__(self) -> None:
         if self.control not in CONTROLS:
@@ -82,6 +83,8 @@ class QGDSettings:
             raise ConfigError(f"reward must be one of {REWARDS}, got {self.reward!r}")
         if self.replay not in REPLAYS:
             raise ConfigError(f"replay must be one of {REPLAYS}, got {self.replay!r}")
+        if self.adaptive and self.control != "lr":
+            raise ConfigError("adaptive is a variant of the lr control only")
 
     def env_config(self) -> dict[str, Any]:
         """The environment's arguments."""
@@ -92,6 +95,7 @@ class QGDSettings:
             "alpha_c": self.alpha_c,
             "lambda_c": self.lambda_c,
             "reward": self.reward,
+            "adaptive": self.adaptive,
         }
 
 
@@ -153,9 +157,9 @@ def export(source: Any, out: Path, s: QGDSettings, stats: Mapping[str, Any]) -> 
     manifest = {
         "format": FORMAT,
         "control": s.control,
-        "actions": list(ACTIONS[s.control]),
+        "actions": list(action_names(s.control, s.adaptive)),
         "obs_dim": N_FEATURES,
-        "n_actions": len(ACTIONS[s.control]),
+        "n_actions": len(action_names(s.control, s.adaptive)),
         "hidden": list(s.hidden),
         "settings": asdict(s),
         "environment": "tune_app.controller.qgd.QGDEnv over generate(rng) objective nets",
