@@ -112,13 +112,7 @@ def main() -> None:
     if policy.manifest["control"] != args.control:
         raise SystemExit(f"{args.policy} controls {policy.manifest['control']}, not {args.control}")
     s = policy.manifest["settings"]
-    env: dict[str, Any] = {
-        "control": args.control,
-        "steps": s["steps"],
-        "memory": s["memory"],
-        "alpha_c": s["alpha_c"],
-        "lambda_c": s["lambda_c"],
-    }
+    env = qgd_eval.policy_env(policy)
     t0 = time.perf_counter()
     if args.control == "l2":
         _lambda_table(args, policy, env, t0)
@@ -129,21 +123,12 @@ def main() -> None:
         "descent": qgd_eval.descent,
     }
     runs = qgd_eval.compare(controllers, args.episodes, env, args.first_seed)
-    # the baselines in the seed's environment; the policy in its own (adaptive or not)
-    own = {**env, "adaptive": bool(s.get("adaptive", False))}
-    runs["qgd"] = qgd_eval.compare(
-        {"qgd": qgd_eval.greedy(policy)}, args.episodes, own, args.first_seed
-    )["qgd"]
+    runs["qgd"] = qgd_eval.play(policy, args.episodes, env, args.first_seed)
     grid = [float(a) for a in args.grid.split(",")]
-    fixed = {
-        a: qgd_eval.compare(
-            {"plain": qgd_eval.plain}, args.episodes, {**env, "alpha_c": a}, args.first_seed
-        )["plain"]
-        for a in grid
-    }
-    runs["best fixed"] = [  # best by the measure reported: the full training loss
-        min((fixed[a][i] for a in grid), key=lambda r: r["loss"]) for i in range(args.episodes)
-    ]
+    # best by the measure reported: the full training loss
+    runs["best fixed"] = qgd_eval.best_fixed(
+        args.episodes, env, "alpha_c", grid, "loss", args.first_seed
+    )
     loss = {k: np.array([r["loss"] for r in v]) for k, v in runs.items()}
     value = {k: np.mean([r["value"] for r in v]) for k, v in runs.items()}
     evals = {k: np.mean([r["evaluations"] for r in v]) for k, v in runs.items()}
@@ -171,22 +156,12 @@ def main() -> None:
 def _lambda_table(args: argparse.Namespace, policy: Any, env: dict[str, Any], t0: float) -> None:
     """The l2 controller against a fixed and the best fixed coefficient, by the final
     validation error."""
-    runs = qgd_eval.compare(
-        {"fixed lambda_c": qgd_eval.plain, "qgd": qgd_eval.greedy(policy)},
-        args.episodes,
-        env,
-        args.first_seed,
-    )
+    runs = qgd_eval.compare({"fixed lambda_c": qgd_eval.plain}, args.episodes, env, args.first_seed)
+    runs["qgd"] = qgd_eval.play(policy, args.episodes, env, args.first_seed)
     grid = [float(v) for v in args.lambda_grid.split(",")]
-    fixed = [
-        qgd_eval.compare(
-            {"plain": qgd_eval.plain}, args.episodes, {**env, "lambda_c": v}, args.first_seed
-        )["plain"]
-        for v in grid
-    ]
-    runs["best fixed lambda"] = [
-        min((f[i] for f in fixed), key=lambda r: r["val_error"]) for i in range(args.episodes)
-    ]
+    runs["best fixed lambda"] = qgd_eval.best_fixed(
+        args.episodes, env, "lambda_c", grid, "val_error", args.first_seed
+    )
     error = {k: np.array([r["val_error"] for r in v]) for k, v in runs.items()}
     loss = {k: np.mean([r["loss"] for r in v]) for k, v in runs.items()}
     print(

@@ -35,7 +35,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -78,18 +77,6 @@ def _table(
     print(flush=True)
 
 
-def _oracle(
-    episodes: int, env: dict[str, Any], key: str, grid: list[float], measure: str
-) -> list[dict[str, float]]:
-    """Per episode, the best run of plain (accept-only) control over ``grid``
-    values of ``env[key]``, by ``measure`` (lower is better)."""
-    fixed = [
-        qgd_eval.compare({"plain": qgd_eval.plain}, episodes, {**env, key: v}, 0, False)["plain"]
-        for v in grid
-    ]
-    return [min((f[i] for f in fixed), key=lambda r: r[measure]) for i in range(episodes)]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lr-policy", type=Path, default=None)
@@ -118,59 +105,46 @@ def main() -> None:
         tmp = Path(tempfile.mkdtemp(prefix="qgd-seed-"))
         data_dir = write_cifar10(tmp / "data", per_batch=1000, noise=SYNTHETIC_NOISE)
         cifar_source = f"synthetic CIFAR-10-format batches, noise {SYNTHETIC_NOISE}"
+    lr_policy = load(args.lr_policy) if args.lr_policy is not None else None
+    l2_policy = load(args.l2_policy) if args.l2_policy is not None else None
     t0 = time.perf_counter()
     for name in names:
         data = load_data(name, data_dir)
         source = cifar_source if name == "cifar10" else "real, bundled with scikit-learn"
         shape = f"{data.x_pool.shape[1]}-100-50-{data.classes}"
-        if args.lr_policy is not None:
-            policy = load(args.lr_policy)
-            s = policy.manifest["settings"]
-            env: dict[str, Any] = {
-                "control": "lr",
-                "steps": s["steps"],
-                "memory": s["memory"],
-                "alpha_c": args.alpha_c or s["alpha_c"],
-                "problems": seed_problems(data, args.rows),
-            }
-            # the policy in its own environment (adaptive or not), the baselines in the seed's
-            own = {**env, "adaptive": bool(s.get("adaptive", False))}
-            runs = qgd_eval.compare({"qgd": qgd_eval.greedy(policy)}, args.seeds, own, 0, False)
+        if lr_policy is not None:
+            env = qgd_eval.policy_env(lr_policy)
+            env.update(
+                problems=seed_problems(data, args.rows), alpha_c=args.alpha_c or env["alpha_c"]
+            )
+            runs = {"qgd": qgd_eval.play(lr_policy, args.seeds, env, 0, False)}
             baselines = {"plain": qgd_eval.plain, "armijo": qgd_eval.armijo}
             runs.update(qgd_eval.compare(baselines, args.seeds, env, 0, False))
             grid = [float(a) for a in args.grid.split(",")]
-            runs["best fixed rate"] = _oracle(args.seeds, env, "alpha_c", grid, "loss")
+            runs["best fixed rate"] = qgd_eval.best_fixed(
+                args.seeds, env, "alpha_c", grid, "loss", 0, False
+            )
             _table(
                 f"lr, {name} ({source}), net {shape}, {min(args.rows, len(data.y_pool))} "
-                f"training rows, {s['steps']} steps, alpha_c {env['alpha_c']}, {args.seeds} "
+                f"training rows, {env['steps']} steps, alpha_c {env['alpha_c']}, {args.seeds} "
                 f"seeds, policy {args.lr_policy} ({time.perf_counter() - t0:.0f} s)",
                 runs,
                 "loss",
             )
-        if args.l2_policy is not None:
-            policy = load(args.l2_policy)
-            s = policy.manifest["settings"]
-            env = {
-                "control": "l2",
-                "steps": s["steps"],
-                "memory": s["memory"],
-                "alpha_c": s["alpha_c"],
-                "lambda_c": s["lambda_c"],
-                "problems": seed_problems(data, args.l2_rows),
-            }
-            runs = qgd_eval.compare(
-                {"qgd": qgd_eval.greedy(policy), "fixed lambda_c": qgd_eval.plain},
-                args.seeds,
-                env,
-                0,
-                False,
+        if l2_policy is not None:
+            env = {**qgd_eval.policy_env(l2_policy), "problems": seed_problems(data, args.l2_rows)}
+            runs = {"qgd": qgd_eval.play(l2_policy, args.seeds, env, 0, False)}
+            runs.update(
+                qgd_eval.compare({"fixed lambda_c": qgd_eval.plain}, args.seeds, env, 0, False)
             )
             grid = [float(a) for a in args.lambda_grid.split(",")]
-            runs["best fixed lambda"] = _oracle(args.seeds, env, "lambda_c", grid, "val_error")
+            runs["best fixed lambda"] = qgd_eval.best_fixed(
+                args.seeds, env, "lambda_c", grid, "val_error", 0, False
+            )
             _table(
                 f"l2, {name} ({source}), net {shape}, {min(args.l2_rows, len(data.y_pool))} "
-                f"training rows, {s['steps']} steps, alpha_c {s['alpha_c']}, lambda_c "
-                f"{s['lambda_c']}, {args.seeds} seeds, policy {args.l2_policy} "
+                f"training rows, {env['steps']} steps, alpha_c {env['alpha_c']}, lambda_c "
+                f"{env['lambda_c']}, {args.seeds} seeds, policy {args.l2_policy} "
                 f"({time.perf_counter() - t0:.0f} s)",
                 runs,
                 "val_error",

@@ -114,3 +114,43 @@ def compare(
         for name, controller in controllers.items():
             out[name].append(episode(QGDEnv(**env_kwargs), controller, first_seed + i))
     return out
+
+
+def policy_env(policy: Any) -> dict[str, Any]:
+    """The seed's environment with the settings ``policy`` was trained in, as
+    :class:`QGDEnv` arguments (control, steps, memory, ``alpha_c``, ``lambda_c``);
+    the baselines play it, the policy itself plays :func:`play`'s."""
+    s = policy.manifest["settings"]
+    keys = ("steps", "memory", "alpha_c", "lambda_c")
+    return {"control": policy.manifest["control"], **{k: s[k] for k in keys}}
+
+
+def play(
+    policy: Any,
+    episodes: int,
+    env_kwargs: dict[str, Any],
+    first_seed: int = HELD_OUT,
+    held_out: bool = True,
+) -> list[dict[str, float]]:
+    """The policy's greedy episodes in the environment it was trained in (the
+    adaptive variant if its settings say so)."""
+    own = {**env_kwargs, "adaptive": bool(policy.manifest["settings"].get("adaptive", False))}
+    return compare({"qgd": greedy(policy)}, episodes, own, first_seed, held_out)["qgd"]
+
+
+def best_fixed(
+    episodes: int,
+    env_kwargs: dict[str, Any],
+    key: str,
+    values: list[float],
+    measure: str,
+    first_seed: int = HELD_OUT,
+    held_out: bool = True,
+) -> list[dict[str, float]]:
+    """An oracle: per episode, the best accept-only run over ``values`` of
+    ``env_kwargs[key]`` (``alpha_c`` or ``lambda_c``), by ``measure`` (lower is better)."""
+    runs = [
+        compare({"plain": plain}, episodes, {**env_kwargs, key: v}, first_seed, held_out)["plain"]
+        for v in values
+    ]
+    return [min((r[i] for r in runs), key=lambda e: e[measure]) for i in range(episodes)]
