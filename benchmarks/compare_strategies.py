@@ -39,7 +39,7 @@ import torch
 
 from tune_app import strategies as registry
 from tune_app.benchmarks import BENCHMARKS, get
-from tune_app.benchmarks.drive import Trace, drive
+from tune_app.benchmarks.drive import Trace, drive, variant
 from tune_app.comparison import report
 from tune_app.spaces import SearchSpace
 
@@ -99,24 +99,6 @@ def study_from_traces(bench_name: str, budget: int, traces: list[Trace]) -> repo
 def continuous(space: SearchSpace) -> SearchSpace:
     """``space`` with every ``discrete`` declaration removed (the old mapping)."""
     return replace(space, params=tuple(replace(p, discrete=False) for p in space.params))
-
-
-def variant(strategy: str) -> tuple[str, dict[str, Any]]:
-    """``name@key=value,...`` (a searcher with options, e.g. ``dqn@design=1``) split
-    into the searcher's name and its options (numbers parsed)."""
-    name, _, spec = strategy.partition("@")
-    opts: dict[str, Any] = {}
-    for item in filter(None, spec.split(",")):
-        key, _, raw = item.partition("=")
-        value: Any = raw
-        for cast in (int, float):
-            try:
-                value = cast(raw)
-                break
-            except ValueError:
-                continue
-        opts[key] = value
-    return name, opts
 
 
 def _budget_free(strategy: str) -> bool:

@@ -1,20 +1,20 @@
-"""Choose the ``dqn`` strategy's ``design`` option on generated tasks held out from pretraining.
+"""Choose the ``dqn`` strategy's options (``design``, ``start``) on held-out generated tasks.
 
 Each task is a :func:`tune_app.controller.surfaces.generate` surface (the
 pretraining distribution) with seeds from :data:`FIRST_TASK` on. Pretraining
 draws its task seeds uniformly from [0, 2**31): the shipped policy's ~12,000
 tasks (demonstrations, training, checkpoint selection) met one of 200 such seeds
-with probability about 0.1%. Every candidate ``design`` size
-(configurations before the walk) smaller than the budget runs the ``dqn``
-searcher in-process on every task, at every budget, for ``--seeds`` seeds;
-random search runs on the same tasks. The score is the
+with probability about 0.1%. Every candidate variant (``dqn`` options, e.g.
+``design=5`` or ``start=default,epsilon=0``; a ``design`` size only below the
+budget) runs the ``dqn`` searcher in-process on every task, at every budget, for
+``--seeds`` seeds; random search runs on the same tasks. The score is the
 normalised regret of the benchmark tables, ``(best - optimum) / mean random
 regret``, per task, pooled over tasks where random search's mean regret is not 0.
 
 This is the *choice* set: the benchmarks of :mod:`tune_app.benchmarks` (scored by
 ``benchmarks/dqn_benchmark.py``) report the chosen value and are never used here.
 
-    python benchmarks/dqn_design.py --tasks 200 --seeds 5 --designs 1,3,5,8,10,15
+    python benchmarks/dqn_design.py --tasks 200 --seeds 5 --variants design=1 design=5 start=default
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tune_app  # noqa: F401  (sets Ray's environment before anything imports ray)
 from tune_app.benchmarks.base import Benchmark
-from tune_app.benchmarks.drive import drive
+from tune_app.benchmarks.drive import drive, variant
 from tune_app.controller.surfaces import SyntheticTask, generate
 from tune_app.spaces import SearchSpace
 
@@ -79,14 +79,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=60)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budgets", default="10,25,50")
-    parser.add_argument("--designs", default="1,3,5,8,10,15", help="sizes (below the budget)")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["design=1", "design=3", "design=5", "design=8", "design=10", "design=15"],
+        help="dqn options per variant, KEY=VALUE[,KEY=VALUE] (design sizes only below the budget)",
+    )
     parser.add_argument("--first-task", type=int, default=FIRST_TASK)
     args = parser.parse_args(argv)
     budgets = [int(b) for b in args.budgets.split(",")]
-    designs = [int(d) for d in args.designs.split(",")]
+    variants = {v: variant("dqn@" + v)[1] for v in args.variants}
     start = time.time()
-    # scores[(design, budget)] = per-task mean normalised regret
-    scores: dict[tuple[int, int], list[float]] = {}
+    # scores[(variant, budget)] = per-task mean normalised regret
+    scores: dict[tuple[str, int], list[float]] = {}
     skipped = 0
     for t in range(args.tasks):
         bench = GeneratedBenchmark(generate(args.first_task + t))
@@ -99,24 +104,27 @@ def main(argv: list[str] | None = None) -> int:
             if ref <= 0:
                 skipped += 1
                 continue
-            for d in (d for d in designs if d < b):
-                opts = {"horizon": b, "design": d}
+            for name, given in variants.items():
+                if given.get("design", 1) >= b:
+                    continue
+                opts = {"horizon": b, **given}
                 best = [
                     drive("dqn", bench, b, s, options=opts).best_so_far("min")[-1]
                     for s in range(args.seeds)
                 ]
-                scores.setdefault((d, b), []).append(
+                scores.setdefault((name, b), []).append(
                     float(np.mean([bench.regret(v) for v in best])) / ref
                 )
     print("normalised regret per task, mean ± standard error over tasks [median]")
-    print(f"{'design':>7s} " + " ".join(f"{'budget ' + str(b):>24s}" for b in budgets))
-    for d in designs:
+    width = max(len("variant"), *(len(v) for v in variants))
+    print(f"{'variant':>{width}s} " + " ".join(f"{'budget ' + str(b):>24s}" for b in budgets))
+    for name in variants:
         cells = []
         for b in budgets:
-            x = np.asarray(scores.get((d, b), [math.nan]))
+            x = np.asarray(scores.get((name, b), [math.nan]))
             se = x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else 0.0
             cells.append(f"{x.mean():8.3f} ± {se:5.3f} [{np.median(x):5.3f}]")
-        print(f"{d:7d} " + " ".join(cells))
+        print(f"{name:>{width}s} " + " ".join(cells))
     print(
         f"({args.tasks} generated tasks from seed {args.first_task}, {args.seeds} seeds each; "
         f"{skipped} (task, budget) cells skipped where random search always found the "

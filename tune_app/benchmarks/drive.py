@@ -22,6 +22,24 @@ from tune_app.errors import ConfigError
 from tune_app.spaces import SearchSpace
 
 
+def variant(strategy: str) -> tuple[str, dict[str, Any]]:
+    """``name@key=value,...`` (a searcher with options, e.g. ``dqn@design=1``) split
+    into the searcher's name and its options (numbers parsed)."""
+    name, _, spec = strategy.partition("@")
+    opts: dict[str, Any] = {}
+    for item in filter(None, spec.split(",")):
+        key, _, raw = item.partition("=")
+        value: Any = raw
+        for cast in (int, float):
+            try:
+                value = cast(raw)
+                break
+            except ValueError:
+                continue
+        opts[key] = value
+    return name, opts
+
+
 @dataclass
 class Trace:
     """What one driven search saw, in order."""
