@@ -1,7 +1,7 @@
 """The seed's experiment: Q-gradient descent on the 3072-100-50-10 sigmoid MLP.
 
     python benchmarks/qgd_seed.py --lr-policy DIR [--l2-policy DIR] [--seeds 10]
-        [--data cifar10,digits,breast_cancer,wine] [--data-dir DIR]
+        [--data cifar10,digits,breast_cancer,wine] [--data-dir DIR] [--plot DIR]
 
 The objective net of seed 001 (:mod:`tune_app.controller.qgd_seed`): an
 ``inputs-100-50-classes`` MLP with sigmoid hidden layers, plain full-batch gradient
@@ -21,6 +21,12 @@ It prints, per data set, each controller's mean final training loss, validation
 error, test accuracy, evaluations and accepted steps, and Q-gradient descent against each
 baseline: wins/ties/losses over the episodes and the paired Wilcoxon p-value, on
 the training loss (``lr``) or validation error (``l2``), and on test accuracy.
+
+``--plot DIR`` also draws the seed's figures 10 and 11 per data set and control
+(``DIR/qgd_seed_<control>_<data>.png``): the mean test accuracy and training
+loss (``l2``: validation error) of the anchor after every step, Q-gradient
+descent against its baselines, and the hyperparameter Q-gradient descent chose
+in its first episode (the seed's "adjusting pattern" figures).
 
 ``cifar10`` reads CIFAR-10's python batches from ``--data-dir``; without one it
 writes synthetic batches in the real format (``inner_service``'s noisy fixtures)
@@ -77,6 +83,47 @@ def _table(
     print(flush=True)
 
 
+def _plot(path: Path, title: str, traces: qgd_eval.Traces, control: str) -> None:
+    """Mean anchor curves over the episodes per controller, and qgd's first episode's
+    hyperparameter: the seed's figures 10-11 and 7-9."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measure = "loss" if control == "lr" else "val_error"
+    label = "training loss" if control == "lr" else "validation error"
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), layout="constrained")
+    styles = {  # the seed's colours: red Q-gradient descent, blue plain gradient descent
+        "qgd": {"color": "tab:red"},
+        "plain": {"color": "tab:blue"},
+        "fixed lambda_c": {"color": "tab:blue"},
+        "armijo": {"color": "tab:green", "linestyle": "--"},
+    }
+    for name, episodes in traces.items():
+        steps = np.arange(1, len(episodes[0]) + 1)
+        for ax, key in zip(axes[:2], ("test_accuracy", measure), strict=True):
+            mean = np.mean([[t[key] for t in ep] for ep in episodes], axis=0)
+            ax.plot(steps, mean, label=name, **styles.get(name, {}))
+    first = traces["qgd"][0]
+    axes[2].step(np.arange(1, len(first) + 1), [t["hyper"] for t in first], color="tab:red")
+    axes[0].set_ylabel("test accuracy")
+    axes[1].set_ylabel(label)
+    axes[1].set_yscale("log")
+    axes[2].set_ylabel("alpha" if control == "lr" else "lambda")
+    axes[2].set_yscale("log")
+    axes[2].set_title("Q-gradient descent, episode 0", fontsize=10)
+    for ax in axes:
+        ax.set_xlabel("step (objective evaluations)")
+    axes[0].legend()
+    n = len(traces["qgd"])
+    fig.suptitle(f"{title}: mean over {n} episodes", fontsize=10)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    print(f"figure: {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lr-policy", type=Path, default=None)
@@ -91,6 +138,7 @@ def main() -> None:
     )
     ap.add_argument("--grid", default="0.1,0.3,1,3,10", help="fixed rates of the lr oracle")
     ap.add_argument("--lambda-grid", default="0.0001,0.001,0.01,0.03,0.1")
+    ap.add_argument("--plot", type=Path, default=None, help="draw the seed's figures here")
     args = ap.parse_args()
     if args.lr_policy is None and args.l2_policy is None:
         raise SystemExit("give --lr-policy DIR, --l2-policy DIR or both")
@@ -117,9 +165,10 @@ def main() -> None:
             env.update(
                 problems=seed_problems(data, args.rows), alpha_c=args.alpha_c or env["alpha_c"]
             )
-            runs = {"qgd": qgd_eval.play(lr_policy, args.seeds, env, 0, False)}
+            traces: qgd_eval.Traces | None = {} if args.plot else None
+            runs = {"qgd": qgd_eval.play(lr_policy, args.seeds, env, 0, False, traces)}
             baselines = {"plain": qgd_eval.plain, "armijo": qgd_eval.armijo}
-            runs.update(qgd_eval.compare(baselines, args.seeds, env, 0, False))
+            runs.update(qgd_eval.compare(baselines, args.seeds, env, 0, False, traces))
             grid = [float(a) for a in args.grid.split(",")]
             runs["best fixed rate"] = qgd_eval.best_fixed(
                 args.seeds, env, "alpha_c", grid, "loss", 0, False
@@ -131,12 +180,14 @@ def main() -> None:
                 runs,
                 "loss",
             )
+            if args.plot and traces:
+                _plot(args.plot / f"qgd_seed_lr_{name}.png", f"lr, {name} ({source})", traces, "lr")
         if l2_policy is not None:
             env = {**qgd_eval.policy_env(l2_policy), "problems": seed_problems(data, args.l2_rows)}
-            runs = {"qgd": qgd_eval.play(l2_policy, args.seeds, env, 0, False)}
-            runs.update(
-                qgd_eval.compare({"fixed lambda_c": qgd_eval.plain}, args.seeds, env, 0, False)
-            )
+            traces = {} if args.plot else None
+            runs = {"qgd": qgd_eval.play(l2_policy, args.seeds, env, 0, False, traces)}
+            fixed = {"fixed lambda_c": qgd_eval.plain}
+            runs.update(qgd_eval.compare(fixed, args.seeds, env, 0, False, traces))
             grid = [float(a) for a in args.lambda_grid.split(",")]
             runs["best fixed lambda"] = qgd_eval.best_fixed(
                 args.seeds, env, "lambda_c", grid, "val_error", 0, False
@@ -149,6 +200,8 @@ def main() -> None:
                 runs,
                 "val_error",
             )
+            if args.plot and traces:
+                _plot(args.plot / f"qgd_seed_l2_{name}.png", f"l2, {name} ({source})", traces, "l2")
     print(f"wall time: {time.perf_counter() - t0:.0f} s")
 
 

@@ -65,8 +65,10 @@ def _policy(folder: Path, control: str) -> Path:
 
 
 def test_the_seed_benchmark_plays_every_controller_on_the_seed_net(tmp_path: Path) -> None:
-    """benchmarks/qgd_seed.py with lr and l2 policies on wine: one row per controller."""
+    """benchmarks/qgd_seed.py with lr and l2 policies on wine: one row per controller,
+    and the seed's figures."""
     args = ["--data", "wine", "--seeds", "3", "--grid", "0.3,1", "--lambda-grid", "0.001,0.1"]
+    args += ["--plot", str(tmp_path / "figures")]
     args += ["--lr-policy", str(_policy(tmp_path / "lr", "lr"))]
     args += ["--l2-policy", str(_policy(tmp_path / "l2", "l2"))]
     proc = subprocess.run(
@@ -82,3 +84,22 @@ def test_the_seed_benchmark_plays_every_controller_on_the_seed_net(tmp_path: Pat
         *("controller", "qgd", "fixed lambda_c", "best fixed lambda"),
     ]
     assert "wine (real, bundled with scikit-learn), net 13-100-50-3" in proc.stdout
+    figures = sorted(p.name for p in (tmp_path / "figures").iterdir())
+    assert figures == ["qgd_seed_l2_wine.png", "qgd_seed_lr_wine.png"]
+
+
+def test_an_episode_trace_has_the_anchor_after_every_step() -> None:
+    """qgd_eval's trace: one entry per step, the final one the episode's result."""
+    from tune_app.controller import qgd_eval
+    from tune_app.controller.qgd_seed import load_data, seed_problems
+
+    env = {"control": "lr", "steps": 12, "memory": 3, "alpha_c": 1.0}
+    env["problems"] = seed_problems(load_data("wine", None), 60)
+    traces: qgd_eval.Traces = {}
+    runs = qgd_eval.compare({"armijo": qgd_eval.armijo}, 2, env, 0, False, traces)
+    assert [len(t) for t in traces["armijo"]] == [12, 12]
+    for result, trace in zip(runs["armijo"], traces["armijo"], strict=True):
+        assert trace[-1]["loss"] == result["loss"]
+        assert trace[-1]["test_accuracy"] == result["test_accuracy"]
+        assert all(t["hyper"] <= 1.0 for t in trace)
+        assert trace[-1]["loss"] < trace[0]["loss"]

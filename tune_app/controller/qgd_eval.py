@@ -23,7 +23,7 @@ on can be kept apart from the nets it is reported on.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ from tune_app.controller.qgd import QGDEnv
 HELD_OUT = 1_000_000
 ARMIJO_C = 1e-4
 Controller = Callable[[QGDEnv, np.ndarray], int]
+Traces = dict[str, list[list[dict[str, float]]]]  # controller -> episodes -> steps
 
 
 def plain(env: QGDEnv, obs: np.ndarray) -> int:
@@ -67,13 +68,35 @@ def greedy(policy: Any) -> Controller:
     return act
 
 
-def episode(env: QGDEnv, controller: Controller, seed: int) -> dict[str, float]:
+def _measures(env: QGDEnv) -> dict[str, float]:
+    """The anchor's training loss on all the training data (a problem without
+    ``full_loss`` reports the environment's value), validation error and test
+    accuracy (NaN where the problem has none)."""
+    full_loss = getattr(env.problem, "full_loss", None)
+    val_error = getattr(env.problem, "val_error", None)
+    test_accuracy = getattr(env.problem, "test_accuracy", None)
+    return {
+        "loss": float(full_loss(env.anchor) if full_loss is not None else env.anchor_value),
+        "val_error": float(val_error(env.anchor)) if val_error is not None else math.nan,
+        "test_accuracy": (
+            float(test_accuracy(env.anchor)) if test_accuracy is not None else math.nan
+        ),
+    }
+
+
+def episode(
+    env: QGDEnv,
+    controller: Controller,
+    seed: int,
+    trace: list[dict[str, float]] | None = None,
+) -> dict[str, float]:
     """One episode from ``env.reset(seed=seed)``: the final anchor's value, the
     evaluations spent, ``loss``, the final anchor's training loss on all the
     training data (for a mini-batch net ``value`` is one batch's, a noisy measure;
     a problem without ``full_loss`` reports ``value``), and its ``val_error`` and
     ``test_accuracy`` where the problem has them (NaN otherwise), and the steps
-    the controller accepted."""
+    the controller accepted. ``trace``, if given, gets the anchor's measures and
+    the hyperparameter after every step (a rejected step too: equal evaluations)."""
     obs, info = env.reset(seed=seed)
     truncated, accepts = False, 0
     accept = env.actions.index("accept")
@@ -81,38 +104,38 @@ def episode(env: QGDEnv, controller: Controller, seed: int) -> dict[str, float]:
         action = controller(env, obs)
         accepts += action == accept
         obs, _, _, truncated, info = env.step(action)
-    full_loss = getattr(env.problem, "full_loss", None)
-    val_error = getattr(env.problem, "val_error", None)
-    test_accuracy = getattr(env.problem, "test_accuracy", None)
-    value = float(info["anchor_value"])
+        if trace is not None:
+            hyper = env.alpha if env.control == "lr" else env.lam
+            trace.append({**_measures(env), "hyper": float(hyper)})
     return {
-        "value": value,
-        "loss": float(full_loss(env.anchor)) if full_loss is not None else value,
-        "val_error": float(val_error(env.anchor)) if val_error is not None else math.nan,
-        "test_accuracy": (
-            float(test_accuracy(env.anchor)) if test_accuracy is not None else math.nan
-        ),
+        "value": float(info["anchor_value"]),
+        **_measures(env),
         "evaluations": float(info["evaluations"]),
         "accepts": float(accepts),
     }
 
 
 def compare(
-    controllers: dict[str, Controller],
+    controllers: Mapping[str, Controller],
     episodes: int,
     env_kwargs: dict[str, Any],
     first_seed: int = HELD_OUT,
     held_out: bool = True,
+    traces: Traces | None = None,
 ) -> dict[str, list[dict[str, float]]]:
     """Every controller on the same ``episodes`` nets, seeds from ``first_seed``
     (at least ``HELD_OUT`` unless ``held_out`` is False: for problems pretraining
-    never draws, such as :mod:`tune_app.controller.qgd_seed`'s)."""
+    never draws, such as :mod:`tune_app.controller.qgd_seed`'s); ``traces``, if
+    given, gets every episode's :func:`episode` trace under the controller's name."""
     if held_out and first_seed < HELD_OUT:
         raise ValueError(f"held-out seeds start at {HELD_OUT}, got {first_seed}")
     out: dict[str, list[dict[str, float]]] = {name: [] for name in controllers}
     for i in range(episodes):
         for name, controller in controllers.items():
-            out[name].append(episode(QGDEnv(**env_kwargs), controller, first_seed + i))
+            trace: list[dict[str, float]] | None = None if traces is None else []
+            out[name].append(episode(QGDEnv(**env_kwargs), controller, first_seed + i, trace))
+            if traces is not None and trace is not None:
+                traces.setdefault(name, []).append(trace)
     return out
 
 
@@ -131,11 +154,12 @@ def play(
     env_kwargs: dict[str, Any],
     first_seed: int = HELD_OUT,
     held_out: bool = True,
+    traces: Traces | None = None,
 ) -> list[dict[str, float]]:
-    """The policy's greedy episodes in the environment it was trained in (the
-    adaptive variant if its settings say so)."""
+    """The policy's greedy episodes (traced as ``qgd``) in the environment it was
+    trained in (the adaptive variant if its settings say so)."""
     own = {**env_kwargs, "adaptive": bool(policy.manifest["settings"].get("adaptive", False))}
-    return compare({"qgd": greedy(policy)}, episodes, own, first_seed, held_out)["qgd"]
+    return compare({"qgd": greedy(policy)}, episodes, own, first_seed, held_out, traces)["qgd"]
 
 
 def best_fixed(
