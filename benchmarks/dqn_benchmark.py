@@ -132,10 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     if args.manifest:
+        from dataclasses import asdict
+
         from tune_app.controller.pretrain import update_manifest
+        from tune_app.strategies.options import DQNOptions
 
         benchmark = {
             "command": "python benchmarks/dqn_benchmark.py " + " ".join(argv or sys.argv[1:]),
+            "dqn_options": {**asdict(DQNOptions()), **options, "horizon": "the budget"},
             "normalised_regret": "(best - optimum) / mean over seeds of (random_best - optimum)",
             "results": [{k: v for k, v in r.items() if k != "raw_regret"} for r in results],
         }

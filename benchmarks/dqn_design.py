@@ -31,6 +31,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from qgd_controller import paired
+
 import tune_app  # noqa: F401  (sets Ray's environment before anything imports ray)
 from tune_app.benchmarks.base import Benchmark
 from tune_app.benchmarks.drive import drive, variant
@@ -124,6 +126,16 @@ def main(argv: list[str] | None = None) -> int:
             x = np.asarray(scores.get((name, b), [math.nan]))
             se = x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else 0.0
             cells.append(f"{x.mean():8.3f} ± {se:5.3f} [{np.median(x):5.3f}]")
+        print(f"{name:>{width}s} " + " ".join(cells))
+    first = next(iter(variants))
+    print(f"each variant against {first} per task (wins/ties/losses, paired Wilcoxon p)")
+    for name in list(variants)[1:]:
+        cells = []
+        for b in budgets:
+            mine, base = scores.get((name, b)), scores.get((first, b))
+            ok = mine is not None and base is not None and len(mine) == len(base)
+            pair = paired(np.asarray(mine), np.asarray(base)) if ok else "-"
+            cells.append(f"{pair:>24s}")
         print(f"{name:>{width}s} " + " ".join(cells))
     print(
         f"({args.tasks} generated tasks from seed {args.first_task}, {args.seeds} seeds each; "

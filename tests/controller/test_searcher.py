@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import DIGITS
 from tune_app import spaces, strategies
 from tune_app.controller import mdp
+from tune_app.controller.online import surrogate_regret
 from tune_app.errors import ConfigError
 from tune_app.spaces import SearchSpace
 from tune_app.strategies.dqn import DQNSearcher
@@ -131,6 +132,27 @@ def test_bad_checkpoint_and_bad_start_are_clear_errors(tmp_path: Path) -> None:
         strategies.build_searcher("dqn", SPACE, "val_accuracy", "max", 0, {"start": "worst"})
 
 
+def test_the_first_walker_starts_at_the_defaults_and_later_ones_at_random() -> None:
+    """The default ``start``: a declared ``default`` snapped to its box, the middle
+    box elsewhere; a walker added for a concurrent trial starts at random boxes."""
+    box = {"type": "uniform", "low": 0.0, "high": 1.0, "boxes": 11}
+    space = SearchSpace.from_dict(
+        {
+            "task": "t",
+            "metric": "m",
+            "mode": "min",
+            "max_epochs": 1,
+            "params": {"a": {**box, "default": 0.12}, "b": dict(box)},
+        }
+    )
+    firsts = set()
+    for seed in range(5):
+        s = DQNSearcher(space, "m", "min", seed=seed)
+        assert s.suggest("t0") == {"a": pytest.approx(0.1), "b": pytest.approx(0.5)}
+        firsts.add(tuple(s.suggest("t1").values()))  # t0 still running: a second walker
+    assert len(firsts) > 1
+
+
 def test_a_space_larger_than_the_slots_is_walked_through_a_changing_window() -> None:
     """20 parameters: every step shows 8 of them (the last moved kept), moves reach
     parameters beyond the first 8, no configuration repeats, and the walk improves."""
@@ -145,7 +167,8 @@ def test_a_space_larger_than_the_slots_is_walked_through_a_changing_window() -> 
             "params": {n: dict(box) for n in names},
         }
     )
-    s = DQNSearcher(big, "m", "min", seed=3)
+    # a random start: the middle box (the default start) is this surface's optimum
+    s = DQNSearcher(big, "m", "min", seed=3, options=Options(start="random"))
     seen, values, moved = set(), [], set()
     for i in range(40):
         cfg = s.suggest(f"t{i}")
@@ -201,3 +224,51 @@ def test_the_design_comes_first_then_the_walk_starts_from_its_best(tmp_path: Pat
             assert sum(nxt[k] != best[k] for k in best) == 1, (step, nxt, best)
     with pytest.raises(ConfigError, match="design"):
         strategies.build_searcher("dqn", SPACE, "val_accuracy", "max", 0, {"design": 0})
+
+
+def test_the_surrogate_regret_estimates_optimum_and_median_from_the_search() -> None:
+    """Median 0 (log10 1), the best value 0.1 / 1.1 of the spread above the estimated
+    optimum, worse than 10 spreads clipped at 1; no finite value: the worst."""
+    observed = [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert surrogate_regret(3.0, observed) == pytest.approx(0.0)
+    assert surrogate_regret(1.0, observed) == pytest.approx(math.log10(0.1 / 1.1))
+    assert surrogate_regret(100.0, observed) == pytest.approx(1.0)
+    assert surrogate_regret(1.0, [math.inf]) == pytest.approx(1.0)
+
+
+def test_online_finetuning_learns_from_the_search_and_survives_a_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """``finetune=N``: after each finished trial the network takes N SGD steps on the
+    search's own transitions, so its Q-values leave the shipped network's; a
+    restored searcher continues with the same weights and the same walk."""
+
+    def run(s: Any, first: int, n: int) -> list[dict[str, Any]]:
+        out = []
+        for i in range(first, first + n):
+            cfg = s.suggest(f"t{i}")
+            out.append(cfg)
+            s.on_trial_complete(f"t{i}", {"loss": bowl(cfg)})
+        return out
+
+    def make() -> Any:
+        opts = {"horizon": 20, "finetune": 3, "start": "random"}
+        return strategies.build_searcher("dqn", bowl_space(), "loss", "min", 7, opts)
+
+    s = make()
+    run(s, 0, 12)
+    online = s.online
+    assert online is not None and online.steps_taken >= 3 * 10
+    moves = [t for t in online.transitions if not t.returned and t.after is not None]
+    assert any(t.after < t.before for t in moves)  # some moves improved the incumbent
+    obs = np.asarray(online.transitions[-1].obs, dtype=np.float32)
+    assert not np.allclose(online.q_values(obs), s.policy.q_values(obs))
+    plain = strategies.build_searcher("dqn", bowl_space(), "loss", "min", 7, {"horizon": 20})
+    assert plain.online is None
+    path = str(tmp_path / "state")
+    s.save(path)
+    restored = make()
+    restored.restore(path)
+    assert run(restored, 12, 6) == run(s, 12, 6)
+    assert restored.online.steps_taken == s.online.steps_taken
+    assert np.allclose(restored.online.q_values(obs), s.online.q_values(obs))

@@ -12,6 +12,8 @@ random design (each the farthest of a few random candidates from those already
 taken); every walker then starts from the best of them.
 A space with more parameters than the network has slots is walked through a
 window of them that changes every step (:func:`tune_app.controller.mdp.window`).
+With ``finetune`` > 0 the network is fine-tuned during the search on its own
+transitions (:mod:`tune_app.controller.online`).
 Failed, NaN and missing results count as the worst objective; trials stopped
 early by a scheduler (``dqn`` + ``asha``) count with their last reported value.
 """
@@ -30,6 +32,7 @@ from ray.tune.search import Searcher
 
 from tune_app.controller import mdp
 from tune_app.controller.env import start_point
+from tune_app.controller.online import OnlineQ, Transition
 from tune_app.controller.policy import QPolicy
 from tune_app.spaces import SearchSpace
 from tune_app.strategies.base import SpaceSearcher, StrategyPlugin
@@ -62,6 +65,10 @@ class DQNSearcher(SpaceSearcher):
         self.idle: list[int] = []  # walkers whose last trial finished
         self.designed: set[int] = set()  # walkers whose last config was a design point
         self.trials: dict[str, dict[str, Any]] = {}  # trial_id -> point, walker, info
+        # Online fine-tuning (option ``finetune``): the network's trainable copy, and
+        # per walker the transition that waits for the walker's next state.
+        self.online = OnlineQ(self.policy, self.opts.finetune, seed) if self.opts.finetune else None
+        self.waiting: dict[int, int] = {}
 
     # -- Tune interface ---------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
@@ -86,7 +93,7 @@ class DQNSearcher(SpaceSearcher):
                 walker.pos = self.hist.best_point  # the walk starts from the design's best
                 walker.moves.clear()
             self.designed.discard(w)
-            point, info = self._step(walker)
+            point, info = self._step(w)
         else:
             w = len(self.walkers)
             point = self._start()
@@ -112,6 +119,11 @@ class DQNSearcher(SpaceSearcher):
         walker.observed(new_best, loss)
         rec["value"] = value
         self.idle.append(rec["walker"])
+        if self.online is not None and rec.get("transition") is not None:
+            t = self.online.transitions[rec["transition"]]
+            t.after = self.hist.best_value
+            t.done = len(self.hist.values) >= self.opts.horizon
+            self.online.update(list(self.hist.values.values()))
 
     # -- the walk -------------------------------------------------------------------
     def _config(self, point: mdp.Point) -> dict[str, Any]:
@@ -143,27 +155,31 @@ class DQNSearcher(SpaceSearcher):
                 best, best_gap = cand, gap
         return best if best is not None else self._start()
 
-    def _step(self, walker: mdp.Walker) -> tuple[mdp.Point, dict[str, Any]]:
-        """Take actions until one evaluates a new configuration."""
+    def _step(self, w: int) -> tuple[mdp.Point, dict[str, Any]]:
+        """Take actions with walker ``w`` until one evaluates a new configuration."""
+        walker = self.walkers[w]
         for _ in range(MAX_INNER_STEPS):
             slots = mdp.window(walker, len(self.n_boxes), self.rng)
             mask = mdp.valid_actions(walker, self.hist, slots)
             if not mask.any():
                 break
             obs = mdp.features(walker, self.hist, self.opts.horizon, slots)
-            q = self.policy.q_values(obs)
+            q = (self.online or self.policy).q_values(obs)
             valid = np.flatnonzero(mask)
             if self.rng.random() < self.opts.epsilon:
                 action = int(valid[self.rng.randrange(len(valid))])
             else:
                 action = int(valid[np.argmax(q[valid])])
-            info = {
+            info: dict[str, Any] = {
                 "action": mdp.action_name(action, self.space.names, slots),
                 "q": [round(float(v), 4) for v in q],
                 "state": [round(float(v), 3) for v in obs],
                 "slots": list(slots),
             }
+            before = self.hist.best_value
             nxt = mdp.apply(walker, self.hist, action, self.rng, slots)
+            if self.online is not None:
+                info["transition"] = self._transition(w, obs, action, before, nxt is None)
             if nxt is not None:
                 return nxt, info
         # Every neighbour of the incumbent is taken (or the grid is exhausted).
@@ -173,6 +189,20 @@ class DQNSearcher(SpaceSearcher):
         walker.pos = nxt
         walker.moves.clear()
         return nxt, {"action": "fallback", "q": None, "state": None}
+
+    def _transition(
+        self, w: int, obs: np.ndarray, action: int, before: float, returned: bool
+    ) -> int:
+        """Record walker ``w``'s decision for fine-tuning; ``obs`` is also the next
+        state of its previous decision. A return's reward is known at once; a move's
+        when its trial finishes."""
+        assert self.online is not None
+        transitions = self.online.transitions
+        if w in self.waiting:
+            transitions[self.waiting[w]].next_obs = obs.tolist()
+        transitions.append(Transition(obs.tolist(), action, before, returned=returned))
+        self.waiting[w] = len(transitions) - 1
+        return self.waiting[w]
 
     # -- visibility -------------------------------------------------------------------
     def trial_info(self, trial_id: str) -> dict[str, Any] | None:
@@ -257,6 +287,9 @@ class DQNSearcher(SpaceSearcher):
             "trials": self.trials,
             **self.common_state(self.rng),
         }
+        if self.online is not None:
+            state["online"] = self.online.to_json()
+            state["waiting"] = {str(w): i for w, i in self.waiting.items()}
         with open(checkpoint_path, "w") as fh:
             json.dump(state, fh)
 
@@ -270,6 +303,9 @@ class DQNSearcher(SpaceSearcher):
         self.designed = {int(i) for i in state.get("designed", [])}
         self.trials = state["trials"]
         self.set_common_state(state, self.rng)
+        if self.online is not None and "online" in state:
+            self.online.load_json(state["online"])
+            self.waiting = {int(w): int(i) for w, i in state["waiting"].items()}
 
 
 def budget_defaults(space: SearchSpace, budget_epochs: int) -> dict[str, Any]:

@@ -203,10 +203,17 @@ class DQNOptions:
     )
     epsilon: float = opt(0.05, "probability of a random valid action instead of the greedy one")
     start: str = opt(
-        "random", "each walker's first config: random boxes, bad (a corner) or default"
+        "default",
+        "each walker's first config: default (the first walker at the space's defaults, "
+        "else middle boxes; the others random), random boxes or bad (a random corner)",
     )
     horizon: int = opt(
         50, "expected number of trials, a state feature (runs: budget_epochs // max_epochs)"
+    )
+    finetune: int = opt(
+        0,
+        "SGD steps on the search's own transitions after each finished trial "
+        "(0: off; measured in docs/dqn-controller.md)",
     )
     design: int = opt(
         1,
@@ -225,6 +232,10 @@ class DQNOptions:
         require(
             whole(self.horizon, 1),
             f"dqn: 'horizon' must be an integer >= 1, got {self.horizon!r}",
+        )
+        require(
+            whole(self.finetune, 0),
+            f"dqn: 'finetune' must be an integer >= 0 (0: off), got {self.finetune!r}",
         )
         require(
             whole(self.design, 1),
