@@ -7,19 +7,24 @@ times each:
 
 * ``ray-train``: a ``TorchTrainer`` with one CPU worker whose loop reports
   ``--reports`` times (with a checkpoint each time, as tune_app's loop does, or
-  without) and does nothing else, with tune_app's backend config
-  (:class:`~tune_app.run.process_group.BoundTorchConfig`, torch-free, so Train's
-  controller does not import torch). Each Ray actor it starts is timed from the
-  State API (``list_workers``: when the process was launched, when it was ready)
-  and the loop writes when it was entered; so the fixed cost splits into phases.
+  without) and does nothing else, as tune_app's trials build it: its backend
+  config (:class:`~tune_app.run.process_group.BoundTorchConfig`, torch-free, so
+  Train's controller does not import torch) and without Train's idle
+  ``DatasetManager`` (:func:`~tune_app.run.train_run.without_dataset_manager`).
+  Each Ray actor it starts is timed from the State API (``list_workers``: when
+  the process was launched, when it was ready) and the loop writes when it was
+  entered; so the fixed cost splits into phases.
   Ray Train's own timers of the worker group's start-up (from its controller's
   log) are printed too, marked ``(Train's timer)``: they fall within those phases;
-* ``ray-train, Ray's TorchConfig``: the same with Ray's own ``TorchConfig``, whose
-  module imports torch in the controller (what every trial paid before);
+* ``ray-train, with Train's DatasetManager``: the same, the ``DatasetManager``
+  actor left in (what every trial paid before that cut);
+* ``ray-train, Ray's TorchConfig``: Ray's own ``TorchConfig``, whose module
+  imports torch in the controller, and the ``DatasetManager``: the trainer as Ray
+  builds it (what every trial paid before both cuts);
 * ``in-trial``: the same loop as a Tune function trial (what ``--num-workers 0``
   runs): the cost of a trial without Ray Train.
 
-It prints the mean seconds per phase and the ratio of the two totals.
+It prints the mean seconds per phase and the ratios of the totals.
 """
 
 from __future__ import annotations
@@ -110,25 +115,32 @@ def _train_timers() -> dict[str, float]:
 
 
 def ray_train(
-    tmp: Path, i: int, reports: int, checkpoint: bool, rays_config: bool = False
+    tmp: Path,
+    i: int,
+    reports: int,
+    checkpoint: bool,
+    rays_config: bool = False,
+    dataset_manager: bool = False,
 ) -> dict[str, float]:
-    """One TorchTrainer run (tune_app's backend config, or Ray's ``TorchConfig``);
-    its phases in seconds."""
+    """One TorchTrainer run as tune_app builds it (or with Ray's ``TorchConfig``
+    and/or Train's ``DatasetManager``); its phases in seconds."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from tune_app.run.process_group import BoundTorchConfig
+    from tune_app.run.train_run import without_dataset_manager
 
-    out = tmp / f"rt{i}{'r' if rays_config else ''}.json"
+    out = tmp / f"rt{i}{'r' if rays_config else ''}{'d' if dataset_manager else ''}.json"
     cfg = {"reports": reports, "checkpoint": checkpoint, "out": str(out)}
     start = time.time()
-    TorchTrainer(
+    trainer = TorchTrainer(
         loop,
         torch_config=TorchConfig() if rays_config else BoundTorchConfig(),  # type: ignore[arg-type]
         train_loop_config=cfg,
         scaling_config=ScalingConfig(num_workers=1, use_gpu=False),
         run_config=RunConfig(storage_path=str(tmp / "st"), name=out.stem),
-    ).fit()
+    )
+    (trainer if dataset_manager else without_dataset_manager(trainer)).fit()
     end = time.time()
     times = json.loads(out.read_text())
     time.sleep(1.0)  # the State API lags
@@ -190,7 +202,14 @@ def main() -> None:
     phases: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     modes: list[tuple[str, Any]] = [
         ("ray-train", ray_train),
-        ("ray-train, Ray's TorchConfig", functools.partial(ray_train, rays_config=True)),
+        (
+            "ray-train, with Train's DatasetManager",
+            functools.partial(ray_train, dataset_manager=True),
+        ),
+        (
+            "ray-train, Ray's TorchConfig",
+            functools.partial(ray_train, rays_config=True, dataset_manager=True),
+        ),
         ("in-trial", in_trial),
     ]
     for i in range(args.repeats):
@@ -207,8 +226,10 @@ def main() -> None:
             print(f"  {phase:<60}{statistics.mean(values):>8.2f}{sd:>7.2f}")
     total = {label: statistics.mean(rows["total"]) for label, rows in phases.items()}
     print(f"\nray-train total / in-trial total: {total['ray-train'] / total['in-trial']:.2f}")
+    manager = total["ray-train, with Train's DatasetManager"]
+    print(f"ray-train total / with Train's DatasetManager: {total['ray-train'] / manager:.2f}")
     ray_cfg = total["ray-train, Ray's TorchConfig"]
-    print(f"ray-train total / with Ray's TorchConfig: {total['ray-train'] / ray_cfg:.2f}")
+    print(f"ray-train total / as Ray builds it: {total['ray-train'] / ray_cfg:.2f}")
 
 
 if __name__ == "__main__":

@@ -76,6 +76,12 @@ def test_preset_end_to_end(
 
 
 def test_searcher_and_scheduler_compose(small_space: Path, tracking_uri: str, tmp_path: Path):
+    from ray.util.state import list_actors
+
+    def started(cls: str) -> int:
+        return len(list_actors(filters=[("class_name", "=", cls)], limit=1000))
+
+    before = {cls: started(cls) for cls in ("DatasetManager", "RayTrainWorker")}
     result = run_search(
         "optuna",
         small_space,
@@ -89,6 +95,10 @@ def test_searcher_and_scheduler_compose(small_space: Path, tracking_uri: str, tm
     assert result.strategy == "optuna+asha"
     assert result.epochs_spent == BUDGET
     check_tracking(tracking_uri, result)
+    # Its trials ran over Ray Train workers without Train's idle DatasetManager
+    # (tune_app.run.train_run.without_dataset_manager): none was started.
+    assert started("RayTrainWorker") > before["RayTrainWorker"]
+    assert started("DatasetManager") == before["DatasetManager"]
 
 
 def test_user_task_in_trial_mode(small_space: Path, tracking_uri: str, tmp_path: Path) -> None:

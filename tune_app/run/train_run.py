@@ -71,22 +71,51 @@ def trainer(
     resources = {"CPU": spec.cpus_per_worker}
     if use_gpu:
         resources["GPU"] = spec.gpus_per_worker
-    return TorchTrainer(
-        train_fn,
-        # The process group's rendezvous store on the node's address, not on *.
-        torch_config=BoundTorchConfig(),  # type: ignore[arg-type]
-        train_loop_config=loop_config(config, spec, trial_id, initial),
-        scaling_config=ScalingConfig(
-            num_workers=spec.num_workers, use_gpu=use_gpu, resources_per_worker=resources
-        ),
-        run_config=RunConfig(
-            name=name,
-            storage_path=spec.storage_path,
-            callbacks=callbacks,
-            failure_config=FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=1),
-        ),
+    return without_dataset_manager(
+        TorchTrainer(
+            train_fn,
+            # The process group's rendezvous store on the node's address, not on *.
+            torch_config=BoundTorchConfig(),  # type: ignore[arg-type]
+            train_loop_config=loop_config(config, spec, trial_id, initial),
+            scaling_config=ScalingConfig(
+                num_workers=spec.num_workers, use_gpu=use_gpu, resources_per_worker=resources
+            ),
+            run_config=RunConfig(
+                name=name,
+                storage_path=spec.storage_path,
+                callbacks=callbacks,
+                failure_config=FailureConfig(max_failures=spec.max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=1),
+            ),
+        )
     )
+
+
+def without_dataset_manager(trainer: Any) -> Any:
+    """``trainer`` without Train's datasets callback when it has no Ray Data datasets.
+
+    Train V2 (2.60) starts a ``DatasetManager`` actor, a process of its own, for every
+    run, datasets or not (its ``DatasetsCallback``); tune_app's trials pass none
+    (workers read the run's object-store data). Dropping the callback cuts that
+    process from every trial's start-up (7.41 s to 6.70 s a run in
+    ``benchmarks/train_breakdown.py``'s probe, docs/results.md). It is Train's
+    private hook, so a Ray without it leaves the trainer as it is, and the suite
+    checks that no ``DatasetManager`` starts.
+    """
+    if trainer.datasets:
+        return trainer
+    try:
+        from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+
+        create = trainer._create_default_callbacks
+    except (ImportError, AttributeError):
+        return trainer
+
+    def callbacks() -> list[Any]:
+        return [cb for cb in create() if not isinstance(cb, DatasetsCallback)]
+
+    trainer._create_default_callbacks = callbacks
+    return trainer
 
 
 def fit(
