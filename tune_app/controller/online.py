@@ -30,7 +30,7 @@ import torch
 
 from tune_app.controller import mdp
 from tune_app.controller.env import RETURN_PENALTY
-from tune_app.controller.policy import QPolicy
+from tune_app.controller.policy import Layers, QPolicy, forward
 
 OPTIMUM_MARGIN = 0.1  # the optimum estimate: best - margin * (median - best)
 BATCH = 32
@@ -86,35 +86,18 @@ class OnlineQ:
         self.rng = random.Random(self.seed)
 
     # -- the network ----------------------------------------------------------------
-    def _layers(self) -> tuple[list[Any], list[Any], list[Any]]:
+    def _layers(self) -> tuple[Layers, Layers, Layers]:
+        """The trainable copy, laid out as the policy's (encoder, af, vf) layers."""
         it = iter(self.params)
-        pairs = [[(next(it), next(it)) for _ in layer] for layer in self._shape()]
-        return pairs[0], pairs[1], pairs[2]
-
-    def _shape(self) -> tuple[Any, Any, Any]:
-        return self.policy.encoder, self.policy.af, self.policy.vf
-
-    def _forward(self, x: torch.Tensor, layers: tuple[list[Any], list[Any], list[Any]]) -> Any:
-        encoder, af, vf = layers
-        h = x
-        for w, b in encoder:
-            h = torch.relu(h @ w.T + b)
-
-        def mlp(stack: list[Any], h: torch.Tensor) -> torch.Tensor:
-            for i, (w, b) in enumerate(stack):
-                h = h @ w.T + b
-                if i < len(stack) - 1:
-                    h = torch.relu(h)
-            return h
-
-        a = mlp(af, h)
-        return a - a.mean(dim=-1, keepdim=True) + mlp(vf, h) if vf else a
+        shape = (self.policy.encoder, self.policy.af, self.policy.vf)
+        encoder, af, vf = ([(next(it), next(it)) for _ in layer] for layer in shape)
+        return encoder, af, vf
 
     def q_values(self, obs: np.ndarray) -> np.ndarray:
         """The fine-tuned Q-values of one state."""
         with torch.no_grad():
             x = torch.as_tensor(np.asarray(obs, dtype=np.float32))[None]
-            return np.asarray(self._forward(x, self._layers())[0].numpy())
+            return np.asarray(forward(*self._layers(), x)[0].numpy())
 
     # -- learning ---------------------------------------------------------------------
     def update(self, observed: list[float]) -> float | None:
@@ -128,7 +111,7 @@ class OnlineQ:
         if not ready or self.updates <= 0:
             return None
         losses = []
-        target_layers = self._shape()
+        target = (self.policy.encoder, self.policy.af, self.policy.vf)  # frozen
         for _ in range(self.updates):
             batch = [self.transitions[self.rng.choice(ready)] for _ in range(BATCH)]
             obs = torch.tensor([t.obs for t in batch], dtype=torch.float32)
@@ -140,14 +123,14 @@ class OnlineQ:
                 dtype=torch.float32,
             )
             with torch.no_grad():
-                online_next = self._forward(nxt, self._layers())
+                online_next = forward(*self._layers(), nxt)
                 valid = torch.as_tensor(np.stack([_valid_of(t) for t in batch]))
                 online_next[~valid] = -math.inf
                 best = online_next.argmax(dim=1)
-                target_next = self._forward(nxt, target_layers).gather(1, best[:, None])[:, 0]
-                target = rewards + self.gamma * (1.0 - dones) * target_next
-            q = self._forward(obs, self._layers()).gather(1, actions[:, None])[:, 0]
-            loss = torch.nn.functional.huber_loss(q, target)
+                target_next = forward(*target, nxt).gather(1, best[:, None])[:, 0]
+                goal = rewards + self.gamma * (1.0 - dones) * target_next
+            q = forward(*self._layers(), obs).gather(1, actions[:, None])[:, 0]
+            loss = torch.nn.functional.huber_loss(q, goal)
             grads = torch.autograd.grad(loss, self.params)
             with torch.no_grad():
                 for p, g in zip(self.params, grads, strict=True):

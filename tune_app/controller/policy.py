@@ -61,16 +61,25 @@ class QPolicy:
         if single:
             x = x[None]
         with torch.no_grad():
-            h = x
-            for w, b in self.encoder:
-                h = torch.relu(h @ w.T + b)
-            a = _mlp(self.af, h)
-            q = a - a.mean(dim=-1, keepdim=True) + _mlp(self.vf, h) if self.vf else a
+            q = forward(self.encoder, self.af, self.vf, x)
         out = q.numpy()
         return out[0] if single else out
 
 
-def _mlp(layers: list[tuple[torch.Tensor, torch.Tensor]], h: torch.Tensor) -> torch.Tensor:
+Layers = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def forward(encoder: Layers, af: Layers, vf: Layers, x: torch.Tensor) -> torch.Tensor:
+    """RLlib's DQN module forward pass on a batch ``x``: the ReLU encoder, then the
+    dueling heads (advantages centred by their mean; no value head: advantages)."""
+    h = x
+    for w, b in encoder:
+        h = torch.relu(h @ w.T + b)
+    a = _mlp(af, h)
+    return a - a.mean(dim=-1, keepdim=True) + _mlp(vf, h) if vf else a
+
+
+def _mlp(layers: Layers, h: torch.Tensor) -> torch.Tensor:
     for i, (w, b) in enumerate(layers):
         h = h @ w.T + b
         if i < len(layers) - 1:

@@ -97,8 +97,8 @@ def without_dataset_manager(trainer: Any) -> Any:
     Train V2 (2.60) starts a ``DatasetManager`` actor, a process of its own, for every
     run, datasets or not (its ``DatasetsCallback``); tune_app's trials pass none
     (workers read the run's object-store data). Dropping the callback cuts that
-    process from every trial's start-up (7.41 s to 6.70 s a run in
-    ``benchmarks/train_breakdown.py``'s probe, docs/results.md). It is Train's
+    process from every trial's start-up (0.2 to 0.7 s of a run's 7.3-7.5 s here:
+    ``benchmarks/train_breakdown.py`` and a paired probe, docs/results.md). It is Train's
     private hook, so a Ray without it leaves the trainer as it is, and the suite
     checks that no ``DatasetManager`` starts.
     """
