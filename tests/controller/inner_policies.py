@@ -12,33 +12,40 @@ import numpy as np
 import torch
 
 from tune_app.controller.policy import MANIFEST_FILE, WEIGHTS_FILE
-from tune_app.controller.qgd import ACTIONS, N_FEATURES
+from tune_app.controller.qgd import N_FEATURES, action_names
 from tune_app.controller.qgd_train import FORMAT
 
 HIDDEN = 4
 
 
-def export(folder: Path, control: str, tensors: dict[str, torch.Tensor], memory: int = 3) -> Path:
+def export(
+    folder: Path,
+    control: str,
+    tensors: dict[str, torch.Tensor],
+    memory: int = 3,
+    variant: str = "seed",
+) -> Path:
     """Write ``tensors`` (RLlib's DQN module names) with a ``qgd_train`` manifest."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(tensors, folder / WEIGHTS_FILE)
+    names = action_names(control, variant)
     manifest = {
         "format": FORMAT,
         "control": control,
-        "actions": list(ACTIONS[control]),
+        "actions": list(names),
         "obs_dim": N_FEATURES,
-        "n_actions": len(ACTIONS[control]),
+        "n_actions": len(names),
         "hidden": [HIDDEN],
-        "settings": {"memory": memory},
+        "settings": {"memory": memory, "variant": variant},
     }
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
     return folder
 
 
-def random_policy(folder: Path, control: str, seed: int = 0) -> Path:
+def random_policy(folder: Path, control: str, seed: int = 0, variant: str = "seed") -> Path:
     """A random-initialised dueling Q-network."""
     g = torch.Generator().manual_seed(seed)
-    n = len(ACTIONS[control])
+    n = len(action_names(control, variant))
     return export(
         folder,
         control,
@@ -50,6 +57,7 @@ def random_policy(folder: Path, control: str, seed: int = 0) -> Path:
             "vf.net.mlp.0.weight": torch.randn(1, HIDDEN, generator=g),
             "vf.net.mlp.0.bias": torch.randn(1, generator=g),
         },
+        variant=variant,
     )
 
 
@@ -74,9 +82,12 @@ def improved_policy(folder: Path) -> Path:
 class Scripted:
     """Plays ``actions`` in order (a QPolicy stand-in); keeps the states it saw."""
 
-    def __init__(self, control: str, actions: list[str], memory: int = 3) -> None:
-        self.actions, self.names = list(actions), ACTIONS[control]
-        self.manifest: dict[str, Any] = {"control": control, "settings": {"memory": memory}}
+    def __init__(
+        self, control: str, actions: list[str], memory: int = 3, variant: str = "seed"
+    ) -> None:
+        self.actions, self.names = list(actions), action_names(control, variant)
+        settings = {"memory": memory, "variant": variant}
+        self.manifest: dict[str, Any] = {"control": control, "settings": settings}
         self.seen: list[np.ndarray] = []
 
     def q_values(self, obs: np.ndarray) -> np.ndarray:

@@ -71,6 +71,28 @@ def test_half_restores_the_anchor_and_accept_keeps_the_weights_and_resets_lr() -
     assert [round(float(s[0]), 6) for s in policy.seen] == [0.0, 0.0, -0.1, -0.2]
 
 
+def test_a_grow_policy_keeps_the_block_and_doubles_lr_and_accept_keeps_lr() -> None:
+    """The ``grow`` variant (a departure): ``grow`` keeps the weights and doubles the
+    rate, ``accept`` keeps the weights and the rate, ``half`` restores the anchor."""
+    model, opt = tiny()
+    policy = Scripted("lr", ["grow", "accept", "half", "grow"], variant="grow")
+    ctl = InnerController(InnerSpec(("lr",), 2, {"lr": policy}), model, opt)  # type: ignore[dict-item]
+    data = batches()
+    run(model, opt, ctl, data, 2)  # grow: the block is kept, lr 0.1 -> 0.2
+    kept = weights(model)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.2)
+    run(model, opt, ctl, data, 2)  # accept: kept, lr stays 0.2
+    anchor = weights(model)
+    assert not same(anchor, kept) and opt.param_groups[0]["lr"] == pytest.approx(0.2)
+    run(model, opt, ctl, data, 2)  # half: back to the anchor, lr 0.1
+    assert same(weights(model), anchor) and opt.param_groups[0]["lr"] == pytest.approx(0.1)
+    run(model, opt, ctl, data, 2)
+    assert not same(weights(model), anchor) and opt.param_groups[0]["lr"] == pytest.approx(0.2)
+    assert column(ctl, "inner_alpha") == pytest.approx([0.1, 0.2, 0.2, 0.1])
+    assert column(ctl, "inner_action_lr") == [2, 0, -1, 2]
+    assert [round(float(s[0]), 6) for s in policy.seen] == [0.0, 0.1, 0.1, 0.0]
+
+
 def test_up_raises_the_weight_decay_from_the_anchor() -> None:
     model, opt = tiny(wd=0.01)
     ctl = InnerController(
@@ -91,6 +113,27 @@ def test_up_raises_the_weight_decay_from_the_anchor() -> None:
     assert column(ctl, "inner_action_l2") == [0, 1, -1, 0]
     assert column(ctl, "inner_lambda") == pytest.approx([0.01, 0.01, 0.0125, 0.00625])
     assert column(ctl, "inner_alpha") == [0.1] * 4  # not controlled
+
+
+def test_a_steer_policy_keeps_every_block_and_sets_the_weight_decay() -> None:
+    """The ``steer`` variant (a departure): ``raise``/``lower`` keep the block and
+    then scale the weight decay by 1.25 / 0.5; ``accept`` keeps it; with ``lr`` also
+    controlled, a ``half`` there restores the anchor and the ``raise`` still applies."""
+    model, opt = tiny(wd=0.01)
+    l2 = Scripted("l2", ["raise", "accept", "lower", "raise"], variant="steer")
+    lr = Scripted("lr", ["accept", "accept", "accept", "half"])
+    ctl = InnerController(InnerSpec(("lr", "l2"), 2, {"lr": lr, "l2": l2}), model, opt)  # type: ignore[dict-item]
+    data, before = batches(), weights(model)
+    for _ in range(3):
+        run(model, opt, ctl, data, 2)
+        assert not same(weights(model), before)  # every block kept
+        before = weights(model)
+    run(model, opt, ctl, data, 2)  # lr halves: the anchor is restored
+    assert same(weights(model), before)
+    assert column(ctl, "inner_lambda") == pytest.approx([0.01, 0.0125, 0.0125, 0.00625])
+    assert opt.param_groups[0]["weight_decay"] == pytest.approx(0.0078125)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.05)
+    assert column(ctl, "inner_action_l2") == [3, 0, -2, 3]
 
 
 def test_both_controls_keep_the_block_only_when_both_accept() -> None:
@@ -222,6 +265,13 @@ def test_planning_checks_the_policies_and_the_space(tmp_path: Path) -> None:
         SearchRequest(space="benchmarks/branin", inner_controller="lr", inner_policy=lr_dir).plan()
     plan = SearchRequest(inner_controller="lr", inner_every=3, inner_policy=lr_dir).plan()
     assert plan.inner is not None and plan.inner.controls == ("lr",) and plan.inner.every == 3
+    grow_dir = random_policy(tmp_path / "grow", "lr", variant="grow")
+    plan = SearchRequest(inner_controller="lr", inner_policy=str(grow_dir)).plan()
+    assert plan.inner is not None and plan.inner.actions("lr") == ("half", "accept", "grow")
+    manifest = grow_dir / "manifest.json"  # three actions, but a manifest without the variant
+    manifest.write_text(manifest.read_text().replace('"variant": "grow"', '"variant": "seed"'))
+    with pytest.raises(ConfigError, match="made for another state or actions"):
+        SearchRequest(inner_controller="lr", inner_policy=str(grow_dir)).plan()
 
 
 def test_ddp_ranks_take_the_same_actions(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ import torch
 
 from tune_app.controller.qgd import (
     ACTIONS,
-    ADAPTIVE_LR,
     N_FEATURES,
+    VARIANTS,
     QGDEnv,
     action_names,
     generate,
@@ -72,10 +72,10 @@ def test_lr_half_retries_from_the_anchor_and_accept_moves_it() -> None:
 def test_the_adaptive_lr_variant_raises_halves_and_keeps_the_rate() -> None:
     """Departure: ``up`` doubles the rate and retries from the anchor, ``accept``
     keeps the rate; the seed's variant has no ``up`` and resets on accept."""
-    e = env("lr", alpha_c=0.5, adaptive=True)
-    assert e.actions == ADAPTIVE_LR and e.action_space.n == 3
+    e = env("lr", alpha_c=0.5, variant="adaptive")
+    assert e.actions == VARIANTS["lr"]["adaptive"] and e.action_space.n == 3
     e.reset(seed=0)  # anchor (2, -1), direction (-2, 1)
-    half, up, accept = (ADAPTIVE_LR.index(a) for a in ("half", "up", "accept"))
+    half, up, accept = (e.actions.index(a) for a in ("half", "up", "accept"))
     obs, *_, info = e.step(up)
     assert info["alpha"] == 1.0 and obs[0] == pytest.approx(0.1)
     assert torch.allclose(e.anchor, torch.tensor([2.0, -1.0]))  # same anchor
@@ -84,9 +84,65 @@ def test_the_adaptive_lr_variant_raises_halves_and_keeps_the_rate() -> None:
     assert torch.allclose(e.anchor, torch.tensor([0.0, 0.0])) and info["alpha"] == 1.0
     *_, info = e.step(half)
     assert info["alpha"] == 0.5
-    with pytest.raises(ValueError, match="lr control only"):
-        QGDEnv("l2", adaptive=True)
-    assert action_names("lr") == ACTIONS["lr"] and action_names("lr", True) == ADAPTIVE_LR
+    with pytest.raises(ValueError, match="no variant 'adaptive' for control 'l2'"):
+        QGDEnv("l2", variant="adaptive")
+    with pytest.raises(ValueError, match="no variant 'bold'"):
+        QGDEnv("lr", variant="bold")
+    assert action_names("lr") == ACTIONS["lr"] and action_names("l2", "seed") == ACTIONS["l2"]
+
+
+def test_the_grow_variant_accepts_and_doubles_the_rate_in_one_step() -> None:
+    """Departure: ``grow`` moves the anchor to the candidate (as ``accept``) and then
+    doubles the rate; ``accept`` keeps the rate; ``half`` retries from the anchor."""
+    e = env("lr", alpha_c=0.5, variant="grow")
+    assert e.actions == VARIANTS["lr"]["grow"] == action_names("lr", "grow")
+    e.reset(seed=0)  # anchor (2, -1), direction (-2, 1), candidate (1, -0.5)
+    half, accept, grow = (e.actions.index(a) for a in ("half", "accept", "grow"))
+    obs, reward, *_, info = e.step(grow)
+    assert torch.allclose(e.anchor, torch.tensor([1.0, -0.5])) and info["alpha"] == 1.0
+    assert torch.allclose(e.candidate, torch.tensor([0.0, 0.0]))  # new anchor + 1.0 d
+    assert obs[0] == pytest.approx(0.1) and reward == pytest.approx(0.01 * 2.5 / 0.625)
+    *_, info = e.step(half)
+    assert info["alpha"] == 0.5 and torch.allclose(e.anchor, torch.tensor([1.0, -0.5]))
+    *_, info = e.step(accept)
+    assert torch.allclose(e.anchor, torch.tensor([0.5, -0.25])) and info["alpha"] == 0.5
+
+
+def test_the_steer_variant_accepts_every_step_and_sets_lambda() -> None:
+    """Departure for l2: ``lower`` / ``raise`` accept the candidate, then halve /
+    multiply lambda by 1.25; ``accept`` keeps lambda; the direction is of the
+    regularised objective at the new lambda."""
+    e = env("l2", alpha_c=0.25, lambda_c=1.0, variant="steer")
+    assert e.actions == VARIANTS["l2"]["steer"] == ("lower", "accept", "raise")
+    e.reset(seed=0)  # g = f + |x|^2 / 2: x = (4, -2) - 0.25 * 2 (4, -2) = (2, -1)
+    assert torch.allclose(e.candidate, torch.tensor([1.0, -0.5]))
+    lower, accept, raise_ = (e.actions.index(a) for a in ("lower", "accept", "raise"))
+    anchors = []
+    for action, lam in ((raise_, 1.25), (accept, 1.25), (lower, 0.625)):
+        *_, info = e.step(action)
+        anchors.append(e.anchor.clone())
+        assert info["lambda"] == pytest.approx(lam)
+        # the next direction: -(1 + lambda) x at the new anchor
+        assert torch.allclose(e.direction, -(1 + lam) * e.anchor)
+    # every step moved the anchor: (1, -0.5), then by 0.25 * -(2.25) x each time
+    assert torch.allclose(anchors[0], torch.tensor([1.0, -0.5]))
+    assert torch.allclose(anchors[1], anchors[0] * (1 - 0.25 * 2.25))
+    assert torch.allclose(anchors[2], anchors[1] * (1 - 0.25 * 2.25))
+
+
+def test_alpha_range_draws_each_episodes_reset_rate() -> None:
+    """Pretraining's departure: the reset rate is drawn per episode within
+    alpha_c / r .. alpha_c * r; the state sees the rate relative to it (0 at reset)."""
+    e = env("lr", alpha_c=1.0, alpha_range=8.0)
+    rates = set()
+    for seed in range(6):
+        obs, info = e.reset(seed=seed)
+        assert 1 / 8 <= info["alpha"] <= 8 and obs[0] == 0.0
+        rates.add(info["alpha"])
+    assert len(rates) == 6
+    assert env("lr", alpha_c=1.0).reset(seed=0)[1]["alpha"] == 1.0
+    with pytest.raises(ValueError, match="alpha_range"):
+        QGDEnv("lr", alpha_range=0.5)
 
 
 def test_the_log_reward_is_the_anchors_log_improvement_and_telescopes() -> None:

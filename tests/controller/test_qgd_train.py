@@ -106,6 +106,17 @@ def test_settings_choose_the_reward_and_pass_it_to_the_environment() -> None:
     assert dqn_config(QGDSettings(n_step=5)).n_step == 5
 
 
+def test_settings_choose_the_actions_variant_and_the_reset_rate_range() -> None:
+    config = QGDSettings(variant="grow", alpha_range=4.0).env_config()
+    env = RLlibQGDEnv(config)
+    assert env.actions == ("half", "accept", "grow") and env.alpha_range == 4.0
+    assert RLlibQGDEnv(QGDSettings(control="l2", variant="steer").env_config()).action_space.n == 3
+    with pytest.raises(ConfigError, match="no variant 'grow' for control 'l2'"):
+        QGDSettings(control="l2", variant="grow")
+    with pytest.raises(ConfigError, match="alpha_range"):
+        QGDSettings(alpha_range=0.5)
+
+
 def test_the_seeds_replay_samples_only_the_recent_and_the_best_episodes() -> None:
     """Six finished episodes of returns 5, 1, 4, 2, 0, 3 (oldest first): with 2
     recent and 2 best, only the last two (0, 3) and the best others (5, 4) are

@@ -11,11 +11,20 @@ blocks of ``K`` mini-batch steps instead of single full-batch steps:
   reset value, the trial's configured ``lr`` / ``weight_decay`` (the outer
   search's ``alpha_c`` / ``lambda_c``);
 * ``half``: restore the anchor's weights and optimizer state, halve the value;
-* ``up`` (``l2`` only): restore the anchor, multiply the value by 1.25.
+* ``up`` (``l2``): restore the anchor, multiply the value by 1.25.
 
-With ``lr,l2`` both policies see the same block: the block is accepted only when
-both accept; otherwise the anchor is restored and each control applies its own
-action (one that accepted keeps its value). Actions are greedy.
+A policy trained on a departure's actions (``variant`` in its manifest,
+:data:`tune_app.controller.qgd.VARIANTS`) keeps its value on ``accept``; its other
+actions are the environment's: ``lr`` ``"adaptive"``: ``up`` (restore the anchor,
+double the rate); ``lr`` ``"grow"``: ``grow`` (keep the weights, as ``accept``,
+then double the rate); ``l2`` ``"steer"``: ``lower`` / ``raise`` (keep the
+weights, then halve / multiply by 1.25 the weight decay).
+
+With ``lr,l2`` both policies see the same block: the block is kept only when
+both accept (``accept`` or an accepting departure action); otherwise the anchor
+is restored and each control applies its own action to its value (one that
+accepted keeps its value, a ``grow``/``lower``/``raise`` still changes it).
+Actions are greedy.
 
 **Features** (:func:`tune_app.controller.qgd.features`, the environment's six),
 mapped from mini-batch training, with no extra forward pass: the first step of
@@ -58,13 +67,25 @@ from tune_app.controller.inner_record import (
     encode,
 )
 from tune_app.controller.policy import QPolicy
-from tune_app.controller.qgd import ACTIONS, CONTROLS, N_FEATURES, UP, features, finite
+from tune_app.controller.qgd import (
+    ACCEPTING,
+    CONTROLS,
+    N_FEATURES,
+    RAISE,
+    UP,
+    action_names,
+    features,
+    finite,
+)
+from tune_app.controller.qgd_train import load, variant_of
 from tune_app.errors import ConfigError, TaskError
 
 WEIGHTS = Path(__file__).parent / "weights"
 #: The optimizer hyperparameter each control sets in every param group.
 KEYS = {"lr": "lr", "l2": "weight_decay"}
 DEFAULT_MEMORY = 5
+#: What an accepting departure action does to its value's multiplier.
+AFTER = {"grow": RAISE, "lower": 0.5, "raise": UP}
 
 
 def shipped(control: str) -> Path:
@@ -97,14 +118,20 @@ class InnerSpec:
         ]
         return max(found, default=DEFAULT_MEMORY)
 
+    def variant(self, control: str) -> str:
+        """The actions' variant ``control``'s policy was trained with."""
+        return variant_of(self.policies[control]) if control in self.policies else "seed"
+
+    def actions(self, control: str) -> tuple[str, ...]:
+        """``control``'s policy's actions, in the order of its Q-values."""
+        return action_names(control, self.variant(control))
+
 
 def resolve(controls: Any, every: Any, policy: Any) -> InnerSpec:
     """The controller's spec from the run options; one-line ConfigErrors.
 
     ``policy``: comma-separated policy directories, one per control, each matched by
     its manifest's ``control`` (None: the shipped ``weights/qgd_<control>``)."""
-    from tune_app.controller import qgd_train
-
     chosen = parse_controls(controls)
     if isinstance(every, bool) or not isinstance(every, int) or every < 2:
         raise ConfigError(f"--inner-every must be an integer >= 2, got {every!r}")
@@ -122,11 +149,14 @@ def resolve(controls: Any, every: Any, policy: Any) -> InnerSpec:
         raise ConfigError(f"--inner-policy must be one or more directories, got {policy!r}")
     policies: dict[str, QPolicy] = {}
     for d in dirs:
-        loaded = qgd_train.load(d)
-        control = loaded.manifest.get("control")
-        n_actions = len(ACTIONS.get(str(control), ()))
-        if loaded.manifest.get("obs_dim") != N_FEATURES or loaded.manifest.get("n_actions") != (
-            n_actions
+        loaded = load(d)
+        control = str(loaded.manifest.get("control"))
+        try:
+            expected = list(action_names(control, variant_of(loaded)))
+        except KeyError:
+            expected = []
+        if loaded.manifest.get("obs_dim") != N_FEATURES or (
+            list(loaded.manifest.get("actions", ())) != expected
         ):
             raise ConfigError(f"Q-gradient-descent policy {d}: made for another state or actions")
         if control not in chosen or control in policies:
@@ -218,18 +248,24 @@ class InnerController:
         rank = 1.0 if value <= min(lows) else 0.0 if value <= max(lows) else -1.0
         self._remember(value)
         actions = self._actions(anchor_value, value, direction, rank)
-        if all(a == "accept" for a in actions.values()):
+        if all(a in ACCEPTING for a in actions.values()):
             self.anchor = self._snapshot()
             self.anchor_sum, self.anchor_n = 0.0, 0
             self.previous = direction
-            self.multiplier = dict.fromkeys(self.spec.controls, 1.0)
-        else:
+            for c, a in actions.items():
+                if self.spec.variant(c) == "seed":
+                    self.multiplier[c] = 1.0
+                else:
+                    self.multiplier[c] *= AFTER.get(a, 1.0)
+        else:  # the anchor is restored; an accepting action still sets its value
             self._restore_anchor()
             for c, a in actions.items():
                 if a == "half":
                     self.multiplier[c] /= 2
                 elif a == "up":
-                    self.multiplier[c] *= UP
+                    self.multiplier[c] *= UP if c == "l2" else RAISE
+                else:
+                    self.multiplier[c] *= AFTER.get(a, 1.0)
         self._apply()
         row = {"step": float(self.step), ALPHA: used["lr"], LAMBDA: used["weight_decay"]}
         row.update({action_key(c): CODES[a] for c, a in actions.items()})
@@ -260,7 +296,7 @@ class InnerController:
             t = torch.tensor(chosen, dtype=torch.int64, device=self.device)
             torch.distributed.broadcast(t, src=0)
             chosen = [int(v) for v in t.cpu().tolist()]
-        return {c: ACTIONS[c][i] for c, i in zip(self.spec.controls, chosen, strict=True)}
+        return {c: self.spec.actions(c)[i] for c, i in zip(self.spec.controls, chosen, strict=True)}
 
     # -- measurements -----------------------------------------------------------------------
     def _block_values(self) -> tuple[float, float]:

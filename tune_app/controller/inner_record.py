@@ -3,7 +3,8 @@
 Each controller step is one row ``{"step": optimizer step, "inner_alpha": lr,
 "inner_lambda": weight_decay, "inner_action_<control>": code}`` (the values the
 block ran with, of the first param group; the action's code is -1 ``half``, 0
-``accept``, +1 ``up``). The trial sends the rows since its last report under
+``accept``, +1 ``up``; the departures' +2 ``grow``, -2 ``lower``, +3 ``raise``).
+The trial sends the rows since its last report under
 :data:`REPORT_KEY` in each epoch's report, as one JSON string (Tune's own result
 loggers skip a string quietly; a list makes its TensorBoard logger warn); the
 tracking callback journals them
@@ -21,8 +22,14 @@ from typing import Any
 
 REPORT_KEY = "inner_steps"
 ALPHA, LAMBDA = "inner_alpha", "inner_lambda"
-CODES = {"half": -1.0, "accept": 0.0, "up": 1.0}
-MARKS = ((-1.0, "v", "tab:red", "half"), (1.0, "^", "tab:green", "up"))  # code, marker, colour
+CODES = {"half": -1.0, "accept": 0.0, "up": 1.0, "grow": 2.0, "lower": -2.0, "raise": 3.0}
+MARKS = (  # code, marker, colour, name
+    (-1.0, "v", "tab:red", "half"),
+    (1.0, "^", "tab:green", "up"),
+    (2.0, "^", "tab:purple", "grow"),
+    (-2.0, "v", "tab:orange", "lower"),
+    (3.0, "^", "tab:olive", "raise"),
+)
 
 
 def action_key(control: str) -> str:
@@ -58,8 +65,8 @@ def clean(text: Any) -> list[dict[str, float]]:
 
 def plot(rows: Sequence[dict[str, float]], path: Path, title: str) -> Path:
     """The controlled values over optimizer steps (log scale), in the seed's style
-    (its "adjusting pattern" figures: alpha against steps), with ``half`` and
-    ``up`` steps marked; one panel per value."""
+    (its "adjusting pattern" figures: alpha against steps), with every
+    action but ``accept`` marked; one panel per value."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -14,14 +14,26 @@ and 4). The objective net's weights are one flat vector ``x``.
   (as above, ``lambda = lambda_c``); the direction is of the regularised
   objective ``g(x) = f(x) + lambda / 2 |x|^2``.
 
-**Departure, ``adaptive=True`` (``lr`` only):** the seed's ``accept`` resets the
-rate to ``alpha_c``, so no policy can ever step with more than ``alpha_c``. The
-adaptive variant keeps the rate on ``accept`` and adds ``up`` (``alpha *=
-RAISE``, retry from the same anchor, as ``half`` does), so a policy can move
-the rate both ways and keep it (actions :data:`ADAPTIVE_LR`).
+**Departures, ``variant``** (:data:`VARIANTS` names each one's actions): the
+seed's ``accept`` resets the value to its reset value, and its other actions
+retry from the anchor. The variants keep the value on ``accept``:
+
+* ``lr``, ``"adaptive"``: adds ``up`` (``alpha *= RAISE``, retry from the same
+  anchor, as ``half`` does): raising the rate costs a step;
+* ``lr``, ``"grow"``: adds ``grow`` (accept, then ``alpha *= RAISE``): raising
+  the rate costs nothing, so a policy can run "bold driver" schedules;
+* ``l2``, ``"steer"``: every action accepts the step; ``lower`` (``lambda /= 2``)
+  and ``raise`` (``lambda *= UP``) set the coefficient of the steps that follow.
+  The seed's ``half``/``up`` retry from the anchor, so a policy that avoids a
+  higher validation error stops training altogether; this one cannot.
+
+``alpha_range`` r > 1 (a departure for pretraining) draws each episode's reset
+rate log-uniformly from ``[alpha_c / r, alpha_c * r]``, so a policy meets reset
+rates both too small and too large for its net; the state only sees the rate
+relative to the episode's reset rate.
 
 Each episode starts like Algorithm 3: ``memory - 1`` plain gradient steps at
-``alpha_c`` (filling the feature history), then the anchor is set.
+the reset rate (filling the feature history), then the anchor is set.
 
 **State** (six features, each in [-1, 1], after Hansen): the controlled
 hyperparameter (``log2(value / value_c) / 10``); the candidate's objective
@@ -72,8 +84,18 @@ CONTROLS = ("lr", "l2")
 REWARDS = ("seed", "log")
 ACTIONS: dict[str, tuple[str, ...]] = {"lr": ("half", "accept"), "l2": ("half", "up", "accept")}
 UP = 1.25
-RAISE = 2.0  # ``up`` on the rate (adaptive variant)
-ADAPTIVE_LR = ("half", "up", "accept")  # the lr actions of the adaptive variant
+RAISE = 2.0  # ``up`` / ``grow`` on the rate (the lr variants)
+#: Each control's actions per variant ("seed": the seed's own, :data:`ACTIONS`).
+VARIANTS: dict[str, dict[str, tuple[str, ...]]] = {
+    "lr": {
+        "seed": ACTIONS["lr"],
+        "adaptive": ("half", "up", "accept"),
+        "grow": ("half", "accept", "grow"),
+    },
+    "l2": {"seed": ACTIONS["l2"], "steer": ("lower", "accept", "raise")},
+}
+#: Actions that move the anchor to the candidate.
+ACCEPTING = ("accept", "grow", "lower", "raise")
 N_FEATURES = 6
 REWARD_CAP = 100.0
 DIVERGED = 1e6  # the value a non-finite objective counts as
@@ -252,9 +274,12 @@ def features(
     )
 
 
-def action_names(control: str, adaptive: bool = False) -> tuple[str, ...]:
-    """The environment's actions, in index order."""
-    return ADAPTIVE_LR if adaptive and control == "lr" else ACTIONS[control]
+def action_names(control: str, variant: str = "seed") -> tuple[str, ...]:
+    """The environment's actions, in index order; a ValueError for an unknown pair."""
+    if variant not in VARIANTS.get(control, {}):
+        known = ", ".join(f"{c}: {'/'.join(v)}" for c, v in VARIANTS.items())
+        raise ValueError(f"no variant {variant!r} for control {control!r} (known: {known})")
+    return VARIANTS[control][variant]
 
 
 class QGDEnv(gym.Env):
@@ -273,20 +298,22 @@ class QGDEnv(gym.Env):
         c2: float = 0.01,
         problems: Any = None,
         reward: str = "seed",
-        adaptive: bool = False,
+        variant: str = "seed",
+        alpha_range: float = 1.0,
     ) -> None:
         if control not in CONTROLS:
             raise ValueError(f"control must be one of {CONTROLS}, got {control!r}")
         if reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
-        if adaptive and control != "lr":
-            raise ValueError("adaptive=True is a variant of the lr control only")
-        self.reward, self.adaptive = reward, adaptive
+        self.actions = action_names(control, variant)
+        if alpha_range < 1:
+            raise ValueError(f"alpha_range must be at least 1, got {alpha_range}")
+        self.reward, self.variant, self.alpha_range = reward, variant, alpha_range
         self.control, self.steps, self.memory = control, steps, memory
         self.alpha_c, self.lambda_c, self.c1, self.c2 = alpha_c, lambda_c, c1, c2
+        self.alpha_0 = alpha_c  # the episode's reset rate (alpha_range draws it)
         # problems(rng) -> Problem; default: a generated net (few rows for l2)
         self.problems = problems or (lambda rng: generate(rng, overfit=control == "l2"))
-        self.actions = action_names(control, adaptive)
         self.action_space = gym.spaces.Discrete(len(self.actions))
         self.observation_space = gym.spaces.Box(-1.0, 1.0, (N_FEATURES,), np.float32)
         self.rng = np.random.default_rng()
@@ -314,13 +341,16 @@ class QGDEnv(gym.Env):
             self.rng = np.random.default_rng(seed)
         self.problem = self.problems(self.rng)
         self.t, self.evaluations, self.gradients = 0, 0, 0
-        self.alpha, self.lam = self.alpha_c, self.lambda_c
+        self.alpha_0 = self.alpha_c
+        if self.alpha_range > 1:
+            self.alpha_0 *= self.alpha_range ** float(self.rng.uniform(-1.0, 1.0))
+        self.alpha, self.lam = self.alpha_0, self.lambda_c
         x = self.problem.init()
         self.recent: deque[float] = deque(maxlen=self.memory)
         self.lowest: list[float] = []
         for _ in range(self.memory - 1):
             self._remember(self._value(x))
-            x = x - self.alpha_c * self._objective_grad(x)
+            x = x - self.alpha_0 * self._objective_grad(x)
         self.ref = max(self._value(x), 1e-9)
         self._remember(self.ref)
         self.anchor, self.anchor_value = x, self.ref
@@ -332,11 +362,17 @@ class QGDEnv(gym.Env):
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Apply the action (see the module docstring), then propose the next candidate."""
         name = self.actions[int(action)]
-        if name == "accept":
+        if name in ACCEPTING:
             before = self.anchor_value
             self.anchor, self.anchor_value = self.candidate, self.candidate_value
-            if not self.adaptive:
-                self.alpha, self.lam = self.alpha_c, self.lambda_c
+            if self.variant == "seed":
+                self.alpha, self.lam = self.alpha_0, self.lambda_c
+            elif name == "grow":
+                self.alpha *= RAISE
+            elif name == "lower":
+                self.lam /= 2
+            elif name == "raise":
+                self.lam *= UP
             self.previous, self.direction = self.direction, -self._objective_grad(self.anchor)
             if self.reward == "log":  # the anchor's log-improvement
                 reward = math.log(max(before, 1e-12) / max(self.anchor_value, 1e-12))
@@ -346,7 +382,7 @@ class QGDEnv(gym.Env):
         else:
             if name == "half" and self.control == "lr":
                 self.alpha /= 2
-            elif self.control == "lr":  # up (adaptive)
+            elif self.control == "lr":  # up (the adaptive variant)
                 self.alpha *= RAISE
             elif name == "half":
                 self.lam /= 2
@@ -380,7 +416,7 @@ class QGDEnv(gym.Env):
         self.lowest = sorted([*self.lowest, v])[: self.memory]
 
     def _observe(self) -> np.ndarray:
-        hyper = self.alpha / self.alpha_c if self.control == "lr" else self.lam / self.lambda_c
+        hyper = self.alpha / self.alpha_0 if self.control == "lr" else self.lam / self.lambda_c
         return features(
             hyper,
             self.anchor_value,

@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from tune_app.controller.qgd import QGDEnv
+from tune_app.controller.qgd import ACCEPTING, QGDEnv
+from tune_app.controller.qgd_train import variant_of
 
 HELD_OUT = 1_000_000
 ARMIJO_C = 1e-4
@@ -95,14 +96,14 @@ def episode(
     training data (for a mini-batch net ``value`` is one batch's, a noisy measure;
     a problem without ``full_loss`` reports ``value``), and its ``val_error`` and
     ``test_accuracy`` where the problem has them (NaN otherwise), and the steps
-    the controller accepted. ``trace``, if given, gets the anchor's measures and
-    the hyperparameter after every step (a rejected step too: equal evaluations)."""
+    the controller accepted (``accept`` or an accepting departure action).
+    ``trace``, if given, gets the anchor's measures and the hyperparameter after
+    every step (a rejected step too: equal evaluations)."""
     obs, info = env.reset(seed=seed)
     truncated, accepts = False, 0
-    accept = env.actions.index("accept")
     while not truncated:
         action = controller(env, obs)
-        accepts += action == accept
+        accepts += env.actions[action] in ACCEPTING
         obs, _, _, truncated, info = env.step(action)
         if trace is not None:
             hyper = env.alpha if env.control == "lr" else env.lam
@@ -157,8 +158,8 @@ def play(
     traces: Traces | None = None,
 ) -> list[dict[str, float]]:
     """The policy's greedy episodes (traced as ``qgd``) in the environment it was
-    trained in (the adaptive variant if its settings say so)."""
-    own = {**env_kwargs, "adaptive": bool(policy.manifest["settings"].get("adaptive", False))}
+    trained in (its ``variant`` of the actions; at ``env_kwargs``' reset rate)."""
+    own = {**env_kwargs, "variant": variant_of(policy)}
     return compare({"qgd": greedy(policy)}, episodes, own, first_seed, held_out, traces)["qgd"]
 
 

@@ -32,7 +32,13 @@ from typing import Any
 import torch
 
 from tune_app.controller.policy import MANIFEST_FILE, WEIGHTS_FILE, QPolicy, from_tensors
-from tune_app.controller.qgd import CONTROLS, N_FEATURES, REWARDS, QGDEnv, action_names
+from tune_app.controller.qgd import (
+    CONTROLS,
+    N_FEATURES,
+    REWARDS,
+    QGDEnv,
+    action_names,
+)
 from tune_app.errors import ConfigError
 
 FORMAT = "tune_app.qgd/1"
@@ -74,7 +80,8 @@ class QGDSettings:
     replay: str = "prioritized"
     replay_recent: int = 10
     replay_best: int = 10
-    adaptive: bool = False  # lr: keep the rate on accept, add up (QGDEnv's departure)
+    variant: str = "seed"  # the actions: lr "adaptive"/"grow", l2 "steer" (QGDEnv's departures)
+    alpha_range: float = 1.0  # lr: each episode's reset rate within alpha_c / r .. alpha_c * r
 
     def __post_init__(self) -> None:
         if self.control not in CONTROLS:
@@ -83,8 +90,12 @@ class QGDSettings:
             raise ConfigError(f"reward must be one of {REWARDS}, got {self.reward!r}")
         if self.replay not in REPLAYS:
             raise ConfigError(f"replay must be one of {REPLAYS}, got {self.replay!r}")
-        if self.adaptive and self.control != "lr":
-            raise ConfigError("adaptive is a variant of the lr control only")
+        try:
+            action_names(self.control, self.variant)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.alpha_range < 1:
+            raise ConfigError(f"alpha_range must be at least 1, got {self.alpha_range}")
 
     def env_config(self) -> dict[str, Any]:
         """The environment's arguments."""
@@ -95,7 +106,8 @@ class QGDSettings:
             "alpha_c": self.alpha_c,
             "lambda_c": self.lambda_c,
             "reward": self.reward,
-            "adaptive": self.adaptive,
+            "variant": self.variant,
+            "alpha_range": self.alpha_range,
         }
 
 
@@ -157,9 +169,9 @@ def export(source: Any, out: Path, s: QGDSettings, stats: Mapping[str, Any]) -> 
     manifest = {
         "format": FORMAT,
         "control": s.control,
-        "actions": list(action_names(s.control, s.adaptive)),
+        "actions": list(action_names(s.control, s.variant)),
         "obs_dim": N_FEATURES,
-        "n_actions": len(action_names(s.control, s.adaptive)),
+        "n_actions": len(action_names(s.control, s.variant)),
         "hidden": list(s.hidden),
         "settings": asdict(s),
         "environment": "tune_app.controller.qgd.QGDEnv over generate(rng) objective nets",
@@ -184,6 +196,11 @@ def load(folder: str | Path) -> QPolicy:
             f"{folder} is not a Q-gradient-descent policy (format {manifest.get('format')!r})"
         )
     return from_tensors(tensors, manifest, str(folder))
+
+
+def variant_of(policy: QPolicy) -> str:
+    """The actions' variant in a policy's manifest ("seed" when it names none)."""
+    return str((policy.manifest.get("settings") or {}).get("variant", "seed"))
 
 
 def train(
