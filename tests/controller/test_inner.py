@@ -268,10 +268,11 @@ def test_planning_checks_the_policies_and_the_space(tmp_path: Path) -> None:
     grow_dir = random_policy(tmp_path / "grow", "lr", variant="grow")
     plan = SearchRequest(inner_controller="lr", inner_policy=str(grow_dir)).plan()
     assert plan.inner is not None and plan.inner.actions("lr") == ("half", "accept", "grow")
-    manifest = grow_dir / "manifest.json"  # three actions, but a manifest without the variant
-    manifest.write_text(manifest.read_text().replace('"variant": "grow"', '"variant": "seed"'))
-    with pytest.raises(ConfigError, match="made for another state or actions"):
-        SearchRequest(inner_controller="lr", inner_policy=str(grow_dir)).plan()
+    manifest, text = grow_dir / "manifest.json", (grow_dir / "manifest.json").read_text()
+    for variant in ("seed", "bold"):  # three actions, but not the seed's; an unknown variant
+        manifest.write_text(text.replace('"variant": "grow"', f'"variant": "{variant}"'))
+        with pytest.raises(ConfigError, match="made for another state or actions"):
+            SearchRequest(inner_controller="lr", inner_policy=str(grow_dir)).plan()
 
 
 def test_ddp_ranks_take_the_same_actions(tmp_path: Path) -> None:

@@ -153,7 +153,7 @@ def resolve(controls: Any, every: Any, policy: Any) -> InnerSpec:
         control = str(loaded.manifest.get("control"))
         try:
             expected = list(action_names(control, variant_of(loaded)))
-        except KeyError:
+        except ValueError:  # an unknown control or variant
             expected = []
         if loaded.manifest.get("obs_dim") != N_FEATURES or (
             list(loaded.manifest.get("actions", ())) != expected
