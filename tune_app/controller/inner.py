@@ -71,9 +71,8 @@ from tune_app.controller.qgd import (
     ACCEPTING,
     CONTROLS,
     N_FEATURES,
-    RAISE,
-    UP,
     action_names,
+    factor,
     features,
     finite,
 )
@@ -84,8 +83,6 @@ WEIGHTS = Path(__file__).parent / "weights"
 #: The optimizer hyperparameter each control sets in every param group.
 KEYS = {"lr": "lr", "l2": "weight_decay"}
 DEFAULT_MEMORY = 5
-#: What an accepting departure action does to its value's multiplier.
-AFTER = {"grow": RAISE, "lower": 0.5, "raise": UP}
 
 
 def shipped(control: str) -> Path:
@@ -253,19 +250,12 @@ class InnerController:
             self.anchor_sum, self.anchor_n = 0.0, 0
             self.previous = direction
             for c, a in actions.items():
-                if self.spec.variant(c) == "seed":
-                    self.multiplier[c] = 1.0
-                else:
-                    self.multiplier[c] *= AFTER.get(a, 1.0)
+                seed = self.spec.variant(c) == "seed"
+                self.multiplier[c] = 1.0 if seed else self.multiplier[c] * factor(c, a)
         else:  # the anchor is restored; an accepting action still sets its value
             self._restore_anchor()
             for c, a in actions.items():
-                if a == "half":
-                    self.multiplier[c] /= 2
-                elif a == "up":
-                    self.multiplier[c] *= UP if c == "l2" else RAISE
-                else:
-                    self.multiplier[c] *= AFTER.get(a, 1.0)
+                self.multiplier[c] *= factor(c, a)
         self._apply()
         row = {"step": float(self.step), ALPHA: used["lr"], LAMBDA: used["weight_decay"]}
         row.update({action_key(c): CODES[a] for c, a in actions.items()})

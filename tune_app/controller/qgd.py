@@ -96,6 +96,19 @@ VARIANTS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 #: Actions that move the anchor to the candidate.
 ACCEPTING = ("accept", "grow", "lower", "raise")
+
+
+def factor(control: str, action: str) -> float:
+    """What ``action`` multiplies ``control``'s value by (``accept``: 1; the seed's
+    reset on ``accept`` is the caller's). One table for the environment and the
+    training loop's controller."""
+    if action in ("half", "lower"):
+        return 0.5
+    if action == "up":
+        return UP if control == "l2" else RAISE
+    return {"grow": RAISE, "raise": UP}.get(action, 1.0)
+
+
 N_FEATURES = 6
 REWARD_CAP = 100.0
 DIVERGED = 1e6  # the value a non-finite objective counts as
@@ -367,27 +380,16 @@ class QGDEnv(gym.Env):
             self.anchor, self.anchor_value = self.candidate, self.candidate_value
             if self.variant == "seed":
                 self.alpha, self.lam = self.alpha_0, self.lambda_c
-            elif name == "grow":
-                self.alpha *= RAISE
-            elif name == "lower":
-                self.lam /= 2
-            elif name == "raise":
-                self.lam *= UP
+            else:
+                self._scale(name)
             self.previous, self.direction = self.direction, -self._objective_grad(self.anchor)
             if self.reward == "log":  # the anchor's log-improvement
                 reward = math.log(max(before, 1e-12) / max(self.anchor_value, 1e-12))
             else:
                 reward = self.c2 * self.ref / max(self.anchor_value, 1e-12)
             self._propose()
-        else:
-            if name == "half" and self.control == "lr":
-                self.alpha /= 2
-            elif self.control == "lr":  # up (the adaptive variant)
-                self.alpha *= RAISE
-            elif name == "half":
-                self.lam /= 2
-            else:  # up
-                self.lam *= UP
+        else:  # half or up: retry from the anchor
+            self._scale(name)
             if self.control == "l2":  # the regularised objective's direction changed
                 self.direction = -self._objective_grad(self.anchor)
             self._propose()
@@ -401,6 +403,13 @@ class QGDEnv(gym.Env):
         return self._observe(), reward, False, truncated, self._info()
 
     # -- helpers ----------------------------------------------------------------------------
+    def _scale(self, name: str) -> None:
+        """Multiply the controlled value by the action's :func:`factor`."""
+        if self.control == "lr":
+            self.alpha *= factor("lr", name)
+        else:
+            self.lam *= factor("l2", name)
+
     def _propose(self) -> None:
         """The candidate ``anchor + alpha d``, its value and the gradient there."""
         self.candidate = self.anchor + self.alpha * self.direction
