@@ -80,6 +80,15 @@ class Wordy(Blobs):
         return {**super().eval_metrics(sums, count), "val_accuracy": "high"}
 
 
+class Terse(Blobs):
+    """A task that declares val_loss and does not report it."""
+
+    name = "terse"
+
+    def eval_metrics(self, sums: Mapping[str, float], count: int) -> dict[str, Any]:
+        return {"val_accuracy": super().eval_metrics(sums, count)["val_accuracy"]}
+
+
 def space(tmp_path: Path, max_epochs: int, hidden: list[int]) -> Path:
     path = tmp_path / "blobs.yaml"
     path.write_text(
@@ -238,6 +247,37 @@ def test_non_numeric_metric_is_a_clear_error(tmp_path: Path) -> None:
     assert state.trials["t1"].status == "FAILED"
     with pytest.raises(TaskError, match=message):  # ... so the next step stops the search
         recorder.on_step_begin(1, [trial])
+
+
+def test_a_declared_metric_left_unreported_is_a_clear_error() -> None:
+    """The loop checks every epoch's metrics itself (Tune's own check is off, see
+    the test below)."""
+    from tune_app.tasks.loop import TrialSpec, train
+
+    message = r"'terse' reported no 'val_loss' \(it declares metrics \['val_accuracy', 'val_loss'\]"
+    spec = TrialSpec(task=Terse(), seed=0, max_epochs=2, num_workers=0)
+    with pytest.raises(TaskError, match=message):
+        train({"hidden": 8, "lr": 0.05}, spec, "t1", _Reporter())
+
+
+def test_a_trial_that_returns_without_a_result_does_not_fail_the_run() -> None:
+    """What a trial refused its first epoch after a resume does: Tune restored it
+    from a checkpoint without metrics (its last result is ``{"config": ...}``) and
+    it returns without reporting. Tune's strict metric check counts the flattened
+    config as reported metrics and fails the whole run; the driver's Tuner runs
+    with the check off."""
+    from ray.tune.execution.tune_controller import TuneController
+
+    from tune_app.run.driver import unreported_trials_allowed
+
+    metric = SimpleNamespace(metric="val_accuracy")
+    controller = SimpleNamespace(_metric="val_accuracy", _scheduler_alg=metric, _search_alg=metric)
+    ended = {"trial_id": "t1", "config/lr": 0.1, "config/hidden": 8, "done": True}
+    with pytest.raises(ValueError, match="did not include the specified metric"):
+        TuneController._validate_result_metrics(controller, ended)  # type: ignore[arg-type]
+    with unreported_trials_allowed():
+        TuneController._validate_result_metrics(controller, ended)  # type: ignore[arg-type]
+    assert "TUNE_DISABLE_STRICT_METRIC_CHECKING" not in os.environ
 
 
 def start_mlflow(port: int, root: Path) -> subprocess.Popen[bytes]:

@@ -16,7 +16,8 @@ type:
   report after each epoch (the known-optimum benchmarks of
   :mod:`tune_app.benchmarks`): nothing to train, no data, no workers.
 
-:func:`check_numeric` is part of the contract: every reported metric is a number.
+:func:`check_reported` is part of the contract: every declared metric is reported
+each epoch, and is a number.
 """
 
 from __future__ import annotations
@@ -78,6 +79,19 @@ class Objective(ABC):  # noqa: B024 (no abstract method: the two kinds below add
 
     def check_data(self, config: Mapping[str, Any]) -> None:  # noqa: B027
         """Raise :class:`TaskError` if the data is missing (driver side, before Ray starts)."""
+
+
+def check_reported(objective: Objective, metrics: Mapping[str, Any]) -> None:
+    """Raise :class:`TaskError` if one of ``objective``'s declared :attr:`~Objective.metrics`
+    is missing from ``metrics``, or a reported value is not a number (:func:`check_numeric`)."""
+    absent = [m for m in objective.metrics if m not in metrics]
+    if absent:
+        raise TaskError(
+            f"task {objective.name!r} reported no {', '.join(map(repr, absent))} (it declares "
+            f"metrics {list(objective.metrics)}, got {sorted(metrics)}); report every declared "
+            f"metric each epoch, or declare only the ones it reports"
+        )
+    check_numeric(objective.name, metrics)
 
 
 class LookupObjective(Objective):

@@ -44,7 +44,7 @@ from tune_app.errors import TaskError
 from tune_app.run import train_run
 from tune_app.run.budget import wait_for_epoch
 from tune_app.tasks import shared_data
-from tune_app.tasks.base import LookupObjective, Objective, Task, check_numeric
+from tune_app.tasks.base import LookupObjective, Objective, Task, check_reported
 
 if TYPE_CHECKING:
     from tune_app.controller.inner import InnerController, InnerSpec
@@ -270,7 +270,7 @@ def look_up(
         if spec.ledger is not None and not wait_for_epoch(spec.ledger, trial_id, epoch):
             return
         metrics = objective.lookup(config, epoch)
-        check_numeric(objective.name, metrics)
+        check_reported(objective, metrics)
         diverged = not all(math.isfinite(v) for v in metrics.values())
         report = {**metrics, "epoch": epoch, "diverged": int(diverged), "node_id": node_id}
         if epoch == start + 1:
@@ -408,7 +408,7 @@ def train(hparams: Mapping[str, Any], spec: TrialSpec, trial_id: str, reporter: 
             seen += len(y)
         train_time_s = time.perf_counter() - started  # the training pass only
         metrics = _validate(task, net, val_loader, device, world)
-        check_numeric(task.name, metrics)  # a clear TaskError, not a TypeError below
+        check_reported(task, metrics)  # a clear TaskError, not a TypeError below
         stats = torch.tensor([loss_sum, float(seen), float(diverged)], dtype=torch.float64)
         if world > 1:
             stats = _all_reduce(stats, device)
