@@ -1,6 +1,6 @@
 """The seed's experiment: Q-gradient descent on the 3072-100-50-10 sigmoid MLP.
 
-    python benchmarks/qgd_seed.py --lr-policy DIR [--l2-policy DIR] [--seeds 10]
+    python benchmarks/qgd_seed.py --lr-policy DIR [--l2-policy DIR] [--seeds 10] [--first-seed 0]
         [--data cifar10,digits,breast_cancer,wine] [--data-dir DIR] [--plot DIR]
 
 The objective net of seed 001 (:mod:`tune_app.controller.qgd_seed`): an
@@ -129,6 +129,9 @@ def main() -> None:
     ap.add_argument("--lr-policy", type=Path, default=None)
     ap.add_argument("--l2-policy", type=Path, default=None)
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument(
+        "--first-seed", type=int, default=0, help="episodes use seeds first..first+seeds-1"
+    )
     ap.add_argument("--data", default=",".join(DATASETS))
     ap.add_argument("--data-dir", type=Path, default=None, help="holds cifar-10-batches-py")
     ap.add_argument("--rows", type=int, default=2000, help="training rows per lr episode")
@@ -142,7 +145,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.lr_policy is None and args.l2_policy is None:
         raise SystemExit("give --lr-policy DIR, --l2-policy DIR or both")
-    names = args.data.split(",")
+    names, first = args.data.split(","), args.first_seed
     unknown = sorted(set(names) - set(DATASETS))
     if unknown:
         raise SystemExit(f"--data: unknown {unknown}; choose from {', '.join(DATASETS)}")
@@ -166,12 +169,12 @@ def main() -> None:
                 problems=seed_problems(data, args.rows), alpha_c=args.alpha_c or env["alpha_c"]
             )
             traces: qgd_eval.Traces | None = {} if args.plot else None
-            runs = {"qgd": qgd_eval.play(lr_policy, args.seeds, env, 0, False, traces)}
+            runs = {"qgd": qgd_eval.play(lr_policy, args.seeds, env, first, False, traces)}
             baselines = {"plain": qgd_eval.plain, "armijo": qgd_eval.armijo}
-            runs.update(qgd_eval.compare(baselines, args.seeds, env, 0, False, traces))
+            runs.update(qgd_eval.compare(baselines, args.seeds, env, first, False, traces))
             grid = [float(a) for a in args.grid.split(",")]
             runs["best fixed rate"] = qgd_eval.best_fixed(
-                args.seeds, env, "alpha_c", grid, "loss", 0, False
+                args.seeds, env, "alpha_c", grid, "loss", first, False
             )
             _table(
                 f"lr, {name} ({source}), net {shape}, {min(args.rows, len(data.y_pool))} "
@@ -185,17 +188,18 @@ def main() -> None:
         if l2_policy is not None:
             env = {**qgd_eval.policy_env(l2_policy), "problems": seed_problems(data, args.l2_rows)}
             traces = {} if args.plot else None
-            runs = {"qgd": qgd_eval.play(l2_policy, args.seeds, env, 0, False, traces)}
+            runs = {"qgd": qgd_eval.play(l2_policy, args.seeds, env, first, False, traces)}
             fixed = {"fixed lambda_c": qgd_eval.plain}
-            runs.update(qgd_eval.compare(fixed, args.seeds, env, 0, False, traces))
+            runs.update(qgd_eval.compare(fixed, args.seeds, env, first, False, traces))
             grid = [float(a) for a in args.lambda_grid.split(",")]
             runs["best fixed lambda"] = qgd_eval.best_fixed(
-                args.seeds, env, "lambda_c", grid, "val_error", 0, False
+                args.seeds, env, "lambda_c", grid, "val_error", first, False
             )
             _table(
                 f"l2, {name} ({source}), net {shape}, {min(args.l2_rows, len(data.y_pool))} "
                 f"training rows, {env['steps']} steps, alpha_c {env['alpha_c']}, lambda_c "
-                f"{env['lambda_c']}, {args.seeds} seeds, policy {args.l2_policy} "
+                f"{env['lambda_c']}, {args.seeds} seeds from {first}, "
+                f"policy {args.l2_policy} "
                 f"({time.perf_counter() - t0:.0f} s)",
                 runs,
                 "val_error",
