@@ -146,3 +146,19 @@ def test_the_seeds_replay_samples_only_the_recent_and_the_best_episodes() -> Non
         RecentBestEpisodeReplayBuffer(recent=0)
     with pytest.raises(ConfigError, match="replay must be one of"):
         QGDSettings(replay="fifo")
+
+
+@pytest.mark.parametrize(
+    "folder", sorted((Path(__file__).parents[2] / "benchmarks" / "policies").glob("qgd_*"))
+)
+def test_the_measured_policies_the_docs_rerun_load_with_their_actions(folder: Path) -> None:
+    """benchmarks/policies keeps the policies docs/dqn-controller.md measures."""
+    from tune_app.controller.qgd import action_names
+    from tune_app.controller.qgd_train import variant_of
+
+    policy = load(folder)
+    control = policy.manifest["control"]
+    assert policy.manifest["actions"] == list(action_names(control, variant_of(policy)))
+    assert policy.q_values(np.zeros(policy.manifest["obs_dim"], np.float32)).shape == (
+        policy.manifest["n_actions"],
+    )
