@@ -100,12 +100,6 @@ def submit_search(
     return [n for cell in trials.nodes for n in str(cell).split(",") if n]
 
 
-def test_ray_job_submit_runs_a_search(
-    ray_cluster: LocalCluster, small_space: Path, tmp_path: Path
-) -> None:
-    assert submit_search(ray_cluster, small_space, tmp_path)
-
-
 def _readme_job_command() -> tuple[str, str]:
     """The README's `cluster/local.sh up` line and its `ray job submit` command."""
     text = (REPO / "README.md").read_text()
@@ -121,7 +115,9 @@ def test_the_readmes_job_submit_command_keeps_results_in_the_durable_home(
 ) -> None:
     """The newcomer's path: a head started by cluster/local.sh (the session's head is
     started that way, venv not activated), the README's command verbatim except for
-    the dashboard address, results in $TUNE_APP_HOME and none in Ray's temp dir."""
+    the dashboard address, results in $TUNE_APP_HOME and none in Ray's temp dir.
+    (:func:`submit_search`'s checks of every recorded epoch run on the two-node
+    cluster in tests/test_multinode.py.)"""
     up, submit = _readme_job_command()
     assert up.split("#")[0].split() == ["cluster/local.sh", "up"]
     command = submit.split("  #")[0].replace("http://127.0.0.1:8265", ray_cluster.dashboard_url)
