@@ -145,6 +145,23 @@ def test_alpha_range_draws_each_episodes_reset_rate() -> None:
         QGDEnv("lr", alpha_range=0.5)
 
 
+def test_lambda_range_draws_each_episodes_reset_coefficient() -> None:
+    """The same departure for l2: lambda_c / r .. lambda_c * r per episode; the
+    state sees the coefficient relative to it, and steer's actions scale it."""
+    e = env("l2", lambda_c=0.01, lambda_range=4.0, variant="steer")
+    drawn = set()
+    for seed in range(6):
+        obs, info = e.reset(seed=seed)
+        assert 0.01 / 4 <= info["lambda"] <= 0.01 * 4 and obs[0] == 0.0
+        drawn.add(info["lambda"])
+        _, _, _, _, after = e.step(e.actions.index("raise"))
+        assert after["lambda"] == pytest.approx(info["lambda"] * 1.25)
+    assert len(drawn) == 6
+    assert env("l2", lambda_c=0.01).reset(seed=0)[1]["lambda"] == 0.01
+    with pytest.raises(ValueError, match="lambda_range"):
+        QGDEnv("l2", lambda_range=0.5)
+
+
 def test_the_log_reward_is_the_anchors_log_improvement_and_telescopes() -> None:
     e = QGDEnv("lr", steps=3, memory=2, alpha_c=0.5, reward="log", problems=lambda rng: Quadratic())  # type: ignore[arg-type]
     _, info = e.reset(seed=0)

@@ -115,6 +115,9 @@ def test_settings_choose_the_actions_variant_and_the_reset_rate_range() -> None:
         QGDSettings(control="l2", variant="grow")
     with pytest.raises(ConfigError, match="alpha_range"):
         QGDSettings(alpha_range=0.5)
+    assert QGDSettings("l2", lambda_range=8.0).env_config()["lambda_range"] == 8.0
+    with pytest.raises(ConfigError, match="lambda_range"):
+        QGDSettings(lambda_range=0.5)
 
 
 def test_the_seeds_replay_samples_only_the_recent_and_the_best_episodes() -> None:

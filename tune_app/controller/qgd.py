@@ -30,7 +30,8 @@ retry from the anchor. The variants keep the value on ``accept``:
 ``alpha_range`` r > 1 (a departure for pretraining) draws each episode's reset
 rate log-uniformly from ``[alpha_c / r, alpha_c * r]``, so a policy meets reset
 rates both too small and too large for its net; the state only sees the rate
-relative to the episode's reset rate.
+relative to the episode's reset rate. ``lambda_range`` does the same for the
+``l2`` coefficient's reset value ``lambda_c``.
 
 Each episode starts like Algorithm 3: ``memory - 1`` plain gradient steps at
 the reset rate (filling the feature history), then the anchor is set.
@@ -313,18 +314,22 @@ class QGDEnv(gym.Env):
         reward: str = "seed",
         variant: str = "seed",
         alpha_range: float = 1.0,
+        lambda_range: float = 1.0,
     ) -> None:
         if control not in CONTROLS:
             raise ValueError(f"control must be one of {CONTROLS}, got {control!r}")
         if reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
         self.actions = action_names(control, variant)
-        if alpha_range < 1:
-            raise ValueError(f"alpha_range must be at least 1, got {alpha_range}")
-        self.reward, self.variant, self.alpha_range = reward, variant, alpha_range
+        for name, r in (("alpha_range", alpha_range), ("lambda_range", lambda_range)):
+            if r < 1:
+                raise ValueError(f"{name} must be at least 1, got {r}")
+        self.reward, self.variant = reward, variant
+        self.alpha_range, self.lambda_range = alpha_range, lambda_range
         self.control, self.steps, self.memory = control, steps, memory
         self.alpha_c, self.lambda_c, self.c1, self.c2 = alpha_c, lambda_c, c1, c2
         self.alpha_0 = alpha_c  # the episode's reset rate (alpha_range draws it)
+        self.lambda_0 = lambda_c  # and coefficient (lambda_range draws it)
         # problems(rng) -> Problem; default: a generated net (few rows for l2)
         self.problems = problems or (lambda rng: generate(rng, overfit=control == "l2"))
         self.action_space = gym.spaces.Discrete(len(self.actions))
@@ -354,10 +359,12 @@ class QGDEnv(gym.Env):
             self.rng = np.random.default_rng(seed)
         self.problem = self.problems(self.rng)
         self.t, self.evaluations, self.gradients = 0, 0, 0
-        self.alpha_0 = self.alpha_c
+        self.alpha_0, self.lambda_0 = self.alpha_c, self.lambda_c
         if self.alpha_range > 1:
             self.alpha_0 *= self.alpha_range ** float(self.rng.uniform(-1.0, 1.0))
-        self.alpha, self.lam = self.alpha_0, self.lambda_c
+        if self.lambda_range > 1:
+            self.lambda_0 *= self.lambda_range ** float(self.rng.uniform(-1.0, 1.0))
+        self.alpha, self.lam = self.alpha_0, self.lambda_0
         x = self.problem.init()
         self.recent: deque[float] = deque(maxlen=self.memory)
         self.lowest: list[float] = []
@@ -379,7 +386,7 @@ class QGDEnv(gym.Env):
             before = self.anchor_value
             self.anchor, self.anchor_value = self.candidate, self.candidate_value
             if self.variant == "seed":
-                self.alpha, self.lam = self.alpha_0, self.lambda_c
+                self.alpha, self.lam = self.alpha_0, self.lambda_0
             else:
                 self._scale(name)
             self.previous, self.direction = self.direction, -self._objective_grad(self.anchor)
@@ -425,7 +432,7 @@ class QGDEnv(gym.Env):
         self.lowest = sorted([*self.lowest, v])[: self.memory]
 
     def _observe(self) -> np.ndarray:
-        hyper = self.alpha / self.alpha_0 if self.control == "lr" else self.lam / self.lambda_c
+        hyper = self.alpha / self.alpha_0 if self.control == "lr" else self.lam / self.lambda_0
         return features(
             hyper,
             self.anchor_value,

@@ -82,6 +82,7 @@ class QGDSettings:
     replay_best: int = 10
     variant: str = "seed"  # the actions: lr "adaptive"/"grow", l2 "steer" (QGDEnv's departures)
     alpha_range: float = 1.0  # lr: each episode's reset rate within alpha_c / r .. alpha_c * r
+    lambda_range: float = 1.0  # l2: the same for the coefficient's reset value lambda_c
 
     def __post_init__(self) -> None:
         if self.control not in CONTROLS:
@@ -94,8 +95,9 @@ class QGDSettings:
             action_names(self.control, self.variant)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        if self.alpha_range < 1:
-            raise ConfigError(f"alpha_range must be at least 1, got {self.alpha_range}")
+        for name, r in (("alpha_range", self.alpha_range), ("lambda_range", self.lambda_range)):
+            if r < 1:
+                raise ConfigError(f"{name} must be at least 1, got {r}")
 
     def env_config(self) -> dict[str, Any]:
         """The environment's arguments."""
@@ -108,6 +110,7 @@ class QGDSettings:
             "reward": self.reward,
             "variant": self.variant,
             "alpha_range": self.alpha_range,
+            "lambda_range": self.lambda_range,
         }
 
 
