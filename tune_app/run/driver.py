@@ -220,10 +220,12 @@ def unreported_trials_allowed() -> Iterator[None]:
 
     A trial the epoch ledger refuses its first epoch (after a resume the budget
     may already be spent) returns without reporting. Tune means to accept that
-    ("no result was ever received and the trial just returned"), but its check
-    counts the auto-filled ``config/*`` and timing keys as reported ones, and
-    fails the whole run for a missing metric. The check is off for the run; the
-    loop checks every epoch's metrics itself (``tasks.base.check_reported``).
+    ("no result was ever received and the trial just returned"), but for a
+    trial it restored from a checkpoint without metrics the last result is the
+    trial's config, whose flattened ``config/*`` keys its check counts as
+    reported metrics: it fails the whole run for a missing metric. The check is
+    off while the Tuner runs; the loop checks every epoch's metrics itself
+    (``tasks.base.check_reported``).
     """
     key = "TUNE_DISABLE_STRICT_METRIC_CHECKING"
     before = os.environ.get(key)
