@@ -296,6 +296,13 @@ def action_names(control: str, variant: str = "seed") -> tuple[str, ...]:
     return VARIANTS[control][variant]
 
 
+def check_ranges(alpha_range: float, lambda_range: float) -> None:
+    """A ValueError unless both reset-value ranges (``QGDEnv``'s) are at least 1."""
+    for name, r in (("alpha_range", alpha_range), ("lambda_range", lambda_range)):
+        if r < 1:
+            raise ValueError(f"{name} must be at least 1, got {r}")
+
+
 class QGDEnv(gym.Env):
     """One episode: ``steps`` controlled steps on one generated objective net."""
 
@@ -321,9 +328,7 @@ class QGDEnv(gym.Env):
         if reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
         self.actions = action_names(control, variant)
-        for name, r in (("alpha_range", alpha_range), ("lambda_range", lambda_range)):
-            if r < 1:
-                raise ValueError(f"{name} must be at least 1, got {r}")
+        check_ranges(alpha_range, lambda_range)
         self.reward, self.variant = reward, variant
         self.alpha_range, self.lambda_range = alpha_range, lambda_range
         self.control, self.steps, self.memory = control, steps, memory

@@ -38,6 +38,7 @@ from tune_app.controller.qgd import (
     REWARDS,
     QGDEnv,
     action_names,
+    check_ranges,
 )
 from tune_app.errors import ConfigError
 
@@ -93,11 +94,9 @@ class QGDSettings:
             raise ConfigError(f"replay must be one of {REPLAYS}, got {self.replay!r}")
         try:
             action_names(self.control, self.variant)
+            check_ranges(self.alpha_range, self.lambda_range)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        for name, r in (("alpha_range", self.alpha_range), ("lambda_range", self.lambda_range)):
-            if r < 1:
-                raise ConfigError(f"{name} must be at least 1, got {r}")
 
     def env_config(self) -> dict[str, Any]:
         """The environment's arguments."""
