@@ -25,6 +25,14 @@ mean objective evaluations, and for ``qgd`` against each baseline the
 wins/ties/losses of the final training loss over the nets and the paired Wilcoxon
 p-value.
 
+A policy pretrained on the training loop's blocks (``--set env=block``,
+:mod:`tune_app.controller.qgd_block`: ``every`` Adam or SGD steps per decision)
+plays against ``plain`` (always ``accept``: the optimizer at its reset rate) and
+``descent`` on held-out block episodes, compared by the final training loss
+(the geometric mean ratio floors a loss at ``FLOOR``: a net can fit its rows
+exactly) and validation error; "blocks kept" counts the decisions that kept
+their block (``accept`` or ``grow``).
+
 ``--control l2`` (a policy trained for ``l2``, on the overfitting nets ``generate``
 makes for it): the lambda controller against a fixed ``lambda_c`` (``plain``)
 and the best of ``--lambda-grid`` fixed coefficients per net by the final
@@ -48,6 +56,8 @@ sys.path.insert(0, str(REPO))  # this checkout's tune_app, as the other benchmar
 
 from tune_app.controller import qgd_eval  # noqa: E402
 from tune_app.controller.qgd_train import load  # noqa: E402
+
+FLOOR = 1e-6  # the block table's smallest loss in a ratio
 
 
 def paired(a: np.ndarray, b: np.ndarray) -> str:
@@ -117,6 +127,9 @@ def main() -> None:
     if args.control == "l2":
         _lambda_table(args, policy, env, t0)
         return
+    if env.get("env") == "block":
+        _block_table(args, policy, env, t0)
+        return
     controllers = {
         "plain": qgd_eval.plain,
         "armijo": qgd_eval.armijo,
@@ -149,6 +162,46 @@ def main() -> None:
         print(
             f"| {name} | {loss[name].mean():.4f} | {ratio[name]:.3f} | {value[name]:.4f} "
             f"| {evals[name]:.0f} | {versus} |"
+        )
+    print(f"wall time: {time.perf_counter() - t0:.0f} s")
+
+
+def _block_table(args: argparse.Namespace, policy: Any, env: dict[str, Any], t0: float) -> None:
+    """A policy pretrained on the training loop's blocks (``env=block``) against
+    plain training at the reset rate and ``descent``, by the final training loss."""
+    runs = qgd_eval.compare(
+        {"plain": qgd_eval.plain, "descent": qgd_eval.descent}, args.episodes, env, args.first_seed
+    )
+    runs["qgd"] = qgd_eval.play(policy, args.episodes, env, args.first_seed)
+    loss = {k: np.array([r["loss"] for r in v]) for k, v in runs.items()}
+    error = {k: np.array([r["val_error"] for r in v]) for k, v in runs.items()}
+    kept = {k: np.mean([r["accepts"] for r in v]) for k, v in runs.items()}
+    # a net fitted exactly (loss 0 in float32) counts as FLOOR: the ratio stays finite
+    floored = {k: np.maximum(v, FLOOR) for k, v in loss.items()}
+    ratio = {k: float(np.exp(np.mean(np.log(v / floored["plain"])))) for k, v in floored.items()}
+    print(
+        f"lr controller on blocks of {env['every']} optimizer steps "
+        f"({'/'.join(env['optimizers'])}), {args.episodes} held-out nets (seeds "
+        f"{args.first_seed}-{args.first_seed + args.episodes - 1}), {env['steps']} decisions, "
+        f"policy {args.policy}"
+    )
+    print(
+        "| controller | final training loss | geo. mean ratio to plain | validation error "
+        "| blocks kept | qgd vs it: loss (W/T/L, p) | qgd vs it: validation error (W/T/L, p) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name in ("plain", "descent", "qgd"):
+        versus = (
+            ("", "")
+            if name == "qgd"
+            else (
+                paired(loss["qgd"], loss[name]),
+                paired(error["qgd"], error[name]),
+            )
+        )
+        print(
+            f"| {name} | {loss[name].mean():.4f} | {ratio[name]:.3f} | {error[name].mean():.4f} "
+            f"| {kept[name]:.0f} | {versus[0]} | {versus[1]} |"
         )
     print(f"wall time: {time.perf_counter() - t0:.0f} s")
 

@@ -50,11 +50,13 @@ tensors and plain values only) and comes back with it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -100,15 +102,22 @@ def parse_controls(text: Any) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class InnerSpec:
-    """What every trial's controller uses: controls, ``every`` (K) and policies."""
+    """What every trial's controller uses: controls, ``every`` (K) and policies.
+
+    Pretraining (:mod:`tune_app.controller.qgd_block`) gives no policies: it names
+    each control's ``variants`` and the ``history`` length M itself."""
 
     controls: tuple[str, ...]
     every: int
     policies: Mapping[str, QPolicy] = field(default_factory=dict)
+    variants: Mapping[str, str] = field(default_factory=dict)
+    history: int | None = None
 
     @property
     def memory(self) -> int:
         """The feature history's length M (the policies' training setting)."""
+        if self.history is not None:
+            return self.history
         found = [
             int((p.manifest.get("settings") or {}).get("memory", DEFAULT_MEMORY))
             for p in self.policies.values()
@@ -117,6 +126,8 @@ class InnerSpec:
 
     def variant(self, control: str) -> str:
         """The actions' variant ``control``'s policy was trained with."""
+        if control in self.variants:
+            return self.variants[control]
         return variant_of(self.policies[control]) if control in self.policies else "seed"
 
     def actions(self, control: str) -> tuple[str, ...]:
@@ -216,6 +227,10 @@ class InnerController:
         self.lowest: list[float] = []
         self.anchor = self._snapshot()
         self.previous: torch.Tensor | None = None
+        # The last block's measures (:meth:`_measure`), read by :meth:`_commit`.
+        self.direction = torch.zeros(0)
+        self.used = self._values()
+        self.anchor_value = self.candidate_value = math.nan
         self.history: list[dict[str, float]] = []  # one row per controller step
         self.reported = 0
 
@@ -233,22 +248,45 @@ class InnerController:
             self._decide()
 
     def _decide(self) -> None:
+        observations = self._measure()
+        self._commit(self._actions(observations))
+
+    def _measure(self) -> dict[str, np.ndarray]:
+        """The block's values and direction; each control's state features."""
         at_anchor, value = self._block_values()
         self.anchor_sum += at_anchor
         self.anchor_n += 1
         anchor_value = self.anchor_sum / self.anchor_n
-        direction = self._displacement()
-        used = self._values()
+        self.direction = self._displacement()
+        self.used = self._values()
         if not self.recent:  # the history starts with the first anchor's value
             self._remember(anchor_value)
         lows = self.lowest
         rank = 1.0 if value <= min(lows) else 0.0 if value <= max(lows) else -1.0
         self._remember(value)
-        actions = self._actions(anchor_value, value, direction, rank)
+        self.anchor_value, self.candidate_value = anchor_value, value
+        neg_grad = self._neg_grad()
+        previous = self.previous if self.previous is not None else self.direction
+        return {
+            c: features(
+                self.multiplier[c],
+                anchor_value,
+                value,
+                max(self.recent),
+                self.direction,
+                neg_grad,
+                previous,
+                rank,
+            )
+            for c in self.spec.controls
+        }
+
+    def _commit(self, actions: Mapping[str, str]) -> None:
+        """Keep the block or restore the anchor; set the values; record the step."""
         if all(a in ACCEPTING for a in actions.values()):
             self.anchor = self._snapshot()
             self.anchor_sum, self.anchor_n = 0.0, 0
-            self.previous = direction
+            self.previous = self.direction
             for c, a in actions.items():
                 seed = self.spec.variant(c) == "seed"
                 self.multiplier[c] = 1.0 if seed else self.multiplier[c] * factor(c, a)
@@ -257,31 +295,18 @@ class InnerController:
             for c, a in actions.items():
                 self.multiplier[c] *= factor(c, a)
         self._apply()
-        row = {"step": float(self.step), ALPHA: used["lr"], LAMBDA: used["weight_decay"]}
+        row = {"step": float(self.step), ALPHA: self.used["lr"], LAMBDA: self.used["weight_decay"]}
         row.update({action_key(c): CODES[a] for c, a in actions.items()})
         self.history.append(row)
         self.anchor_step = self.step
         self.block_first, self.block_sum, self.block_n = 0.0, 0.0, 0
 
-    def _actions(
-        self, anchor_value: float, value: float, direction: torch.Tensor, rank: float
-    ) -> dict[str, str]:
+    def _actions(self, observations: Mapping[str, np.ndarray]) -> dict[str, str]:
         """Each control's greedy action (rank 0's, broadcast over DDP ranks)."""
-        neg_grad = self._neg_grad()
-        previous = self.previous if self.previous is not None else direction
-        chosen = []
-        for c in self.spec.controls:
-            obs = features(
-                self.multiplier[c],
-                anchor_value,
-                value,
-                max(self.recent),
-                direction,
-                neg_grad,
-                previous,
-                rank,
-            )
-            chosen.append(int(self.spec.policies[c].q_values(obs).argmax()))
+        chosen = [
+            int(self.spec.policies[c].q_values(observations[c]).argmax())
+            for c in self.spec.controls
+        ]
         if self.world > 1:
             t = torch.tensor(chosen, dtype=torch.int64, device=self.device)
             torch.distributed.broadcast(t, src=0)

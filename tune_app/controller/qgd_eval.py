@@ -72,7 +72,11 @@ def greedy(policy: Any) -> Controller:
 def _measures(env: QGDEnv) -> dict[str, float]:
     """The anchor's training loss on all the training data (a problem without
     ``full_loss`` reports the environment's value), validation error and test
-    accuracy (NaN where the problem has none)."""
+    accuracy (NaN where the problem has none); an environment with its own
+    ``measures()`` (:class:`~tune_app.controller.qgd_block.BlockEnv`) gives them."""
+    own = getattr(env, "measures", None)
+    if own is not None:
+        return dict(own())
     full_loss = getattr(env.problem, "full_loss", None)
     val_error = getattr(env.problem, "val_error", None)
     test_accuracy = getattr(env.problem, "test_accuracy", None)
@@ -134,7 +138,7 @@ def compare(
     for i in range(episodes):
         for name, controller in controllers.items():
             trace: list[dict[str, float]] | None = None if traces is None else []
-            out[name].append(episode(QGDEnv(**env_kwargs), controller, first_seed + i, trace))
+            out[name].append(episode(make_env(env_kwargs), controller, first_seed + i, trace))
             if traces is not None and trace is not None:
                 traces.setdefault(name, []).append(trace)
     return out
@@ -142,11 +146,34 @@ def compare(
 
 def policy_env(policy: Any) -> dict[str, Any]:
     """The seed's environment with the settings ``policy`` was trained in, as
-    :class:`QGDEnv` arguments (control, steps, memory, ``alpha_c``, ``lambda_c``);
-    the baselines play it, the policy itself plays :func:`play`'s."""
+    :class:`QGDEnv` arguments (control, steps, memory, ``alpha_c``, ``lambda_c``),
+    or :class:`~tune_app.controller.qgd_block.BlockEnv`'s for a block policy (with
+    ``env="block"``: :func:`make_env`); the baselines play it, the policy itself
+    plays :func:`play`'s."""
     s = policy.manifest["settings"]
+    if s.get("env", "step") == "block":
+        keys: tuple[str, ...] = ("steps", "memory", "every")
+        optimizers = tuple(str(s["optimizers"]).split(","))
+        return {
+            "env": "block",
+            "control": "lr",
+            "optimizers": optimizers,
+            "objective": str(s.get("objective", "train")),
+            **{k: s[k] for k in keys},
+        }
     keys = ("steps", "memory", "alpha_c", "lambda_c")
     return {"control": policy.manifest["control"], **{k: s[k] for k in keys}}
+
+
+def make_env(env_kwargs: Mapping[str, Any]) -> Any:
+    """The environment ``env_kwargs`` describe: :class:`QGDEnv`, or with
+    ``env="block"`` the training loop's :class:`~tune_app.controller.qgd_block.BlockEnv`."""
+    kwargs = dict(env_kwargs)
+    if kwargs.pop("env", "step") == "block":
+        from tune_app.controller.qgd_block import BlockEnv
+
+        return BlockEnv(**kwargs)
+    return QGDEnv(**kwargs)
 
 
 def play(

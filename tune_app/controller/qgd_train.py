@@ -44,6 +44,9 @@ from tune_app.errors import ConfigError
 
 FORMAT = "tune_app.qgd/1"
 REPLAYS = ("prioritized", "recent_best")  # QGDSettings.replay
+#: QGDSettings.env: "step", the seed's MDP (QGDEnv: one full-batch gradient step per
+#: decision); "block", the training loop's (qgd_block.BlockEnv: K optimizer steps).
+ENVS = ("step", "block")
 
 
 class RLlibQGDEnv(QGDEnv):
@@ -84,6 +87,10 @@ class QGDSettings:
     variant: str = "seed"  # the actions: lr "adaptive"/"grow", l2 "steer" (QGDEnv's departures)
     alpha_range: float = 1.0  # lr: each episode's reset rate within alpha_c / r .. alpha_c * r
     lambda_range: float = 1.0  # l2: the same for the coefficient's reset value lambda_c
+    env: str = "step"  # ENVS; "block" plays the fields below and steps/memory/variant
+    every: int = 10  # block: optimizer steps per decision (the inner controller's K)
+    optimizers: str = "adam,sgd,momentum"  # block: drawn per episode (qgd_block.OPTIMIZERS)
+    objective: str = "train"  # block: the reward's loss, "train" or "val" (qgd_block.OBJECTIVES)
 
     def __post_init__(self) -> None:
         if self.control not in CONTROLS:
@@ -92,14 +99,40 @@ class QGDSettings:
             raise ConfigError(f"reward must be one of {REWARDS}, got {self.reward!r}")
         if self.replay not in REPLAYS:
             raise ConfigError(f"replay must be one of {REPLAYS}, got {self.replay!r}")
+        if self.env not in ENVS:
+            raise ConfigError(f"env must be one of {ENVS}, got {self.env!r}")
+        if self.env == "block" and self.reward != "log":
+            raise ConfigError("env 'block' pays the log reward only: set reward=log")
+        if self.env != "block" and self.objective != "train":
+            raise ConfigError("objective applies to env 'block' only: set env=block")
         try:
             action_names(self.control, self.variant)
             check_ranges(self.alpha_range, self.lambda_range)
+            if self.env == "block":
+                self.env_class()(self.env_config())
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
 
+    def env_class(self) -> type[Any]:
+        """The RLlib environment class of :attr:`env`."""
+        if self.env == "block":
+            from tune_app.controller.qgd_block import RLlibBlockEnv
+
+            return RLlibBlockEnv
+        return RLlibQGDEnv
+
     def env_config(self) -> dict[str, Any]:
         """The environment's arguments."""
+        if self.env == "block":
+            return {
+                "control": self.control,
+                "steps": self.steps,
+                "memory": self.memory,
+                "every": self.every,
+                "variant": self.variant,
+                "optimizers": tuple(self.optimizers.split(",")),
+                "objective": self.objective,
+            }
         return {
             "control": self.control,
             "steps": self.steps,
@@ -138,7 +171,7 @@ def dqn_config(s: QGDSettings) -> Any:
     return (
         DQNConfig()
         .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
-        .environment(RLlibQGDEnv, env_config=s.env_config())
+        .environment(s.env_class(), env_config=s.env_config())
         .env_runners(num_env_runners=s.num_env_runners, num_envs_per_env_runner=1)
         .learners(num_learners=0)
         .training(
@@ -176,7 +209,12 @@ def export(source: Any, out: Path, s: QGDSettings, stats: Mapping[str, Any]) -> 
         "n_actions": len(action_names(s.control, s.variant)),
         "hidden": list(s.hidden),
         "settings": asdict(s),
-        "environment": "tune_app.controller.qgd.QGDEnv over generate(rng) objective nets",
+        "environment": (
+            "tune_app.controller.qgd_block.BlockEnv"
+            if s.env == "block"
+            else "tune_app.controller.qgd.QGDEnv"
+        )
+        + " over generate(rng) objective nets",
         "rllib": "ray.rllib.algorithms.dqn (new API stack), double DQN, dueling, "
         f"{s.replay} episode replay, target network, linear epsilon schedule",
         **stats,
