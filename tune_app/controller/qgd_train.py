@@ -16,7 +16,9 @@ is the seed's scheme (:mod:`tune_app.controller.qgd_replay`), measured against
 it in docs/dqn-controller.md. ``QGDSettings.reward`` picks
 the environment's reward (``"seed"`` or ``"log"``), ``n_step`` RLlib's n-step
 targets (RLlib then samples ``n_step`` env steps per update: fewer updates, a
-faster run).
+faster run). ``QGDSettings.env="block"`` trains the ``lr`` policy on
+:class:`~tune_app.controller.qgd_block.BlockEnv` instead: the training loop's
+blocks of ``every`` Adam or SGD steps, rewarded on ``objective``.
 """
 
 from __future__ import annotations
