@@ -43,6 +43,10 @@ too (a validation pass every ``K`` steps would cost more than the training).
 rank computes the same features, and rank 0's actions are broadcast, so every
 rank restores or keeps the same weights.
 
+Pretraining can drive this same code (:mod:`tune_app.controller.qgd_block`):
+:meth:`InnerController._measure` gives each control's features after a block,
+:meth:`InnerController._commit` applies the chosen actions.
+
 Its state (values, anchor with its step, the feature history and the record of
 every controller step) goes into the trial's checkpoint (:meth:`state_dict`,
 tensors and plain values only) and comes back with it.

@@ -82,7 +82,7 @@ class BlockEnv(gym.Env):
     def __init__(
         self,
         control: str = "lr",
-        steps: int = 30,
+        steps: int = 100,
         memory: int = 5,
         every: int = 10,
         variant: str = "seed",
