@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from tune_app.controller.qgd import ACCEPTING, QGDEnv
-from tune_app.controller.qgd_train import variant_of
+from tune_app.controller.qgd_train import QGDSettings, variant_of
 
 HELD_OUT = 1_000_000
 ARMIJO_C = 1e-4
@@ -151,16 +151,10 @@ def policy_env(policy: Any) -> dict[str, Any]:
     ``env="block"``: :func:`make_env`); the baselines play it, the policy itself
     plays :func:`play`'s."""
     s = policy.manifest["settings"]
-    if s.get("env", "step") == "block":
-        keys: tuple[str, ...] = ("steps", "memory", "every")
-        optimizers = tuple(str(s["optimizers"]).split(","))
-        return {
-            "env": "block",
-            "control": "lr",
-            "optimizers": optimizers,
-            "objective": str(s.get("objective", "train")),
-            **{k: s[k] for k in keys},
-        }
+    if s.get("env", "step") == "block":  # the baselines play the seed's actions
+        config = QGDSettings(**s).env_config()
+        config.pop("variant")
+        return {"env": "block", **config}
     keys = ("steps", "memory", "alpha_c", "lambda_c")
     return {"control": policy.manifest["control"], **{k: s[k] for k in keys}}
 
