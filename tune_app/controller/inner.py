@@ -82,7 +82,7 @@ from tune_app.controller.qgd import (
     features,
     finite,
 )
-from tune_app.controller.qgd_train import load, variant_of
+from tune_app.controller.qgd_policy import load, variant_of
 from tune_app.errors import ConfigError, TaskError
 
 WEIGHTS = Path(__file__).parent / "weights"

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from tune_app.controller.policy import MANIFEST_FILE, WEIGHTS_FILE, QPolicy, from_tensors
+from tune_app.controller.policy import MANIFEST_FILE, WEIGHTS_FILE
 from tune_app.controller.qgd import (
     CONTROLS,
     N_FEATURES,
@@ -42,9 +42,9 @@ from tune_app.controller.qgd import (
     action_names,
     check_ranges,
 )
+from tune_app.controller.qgd_policy import FORMAT, load, variant_of  # noqa: F401  (re-exported)
 from tune_app.errors import ConfigError
 
-FORMAT = "tune_app.qgd/1"
 REPLAYS = ("prioritized", "recent_best")  # QGDSettings.replay
 #: QGDSettings.env: "step", the seed's MDP (QGDEnv: one full-batch gradient step per
 #: decision); "block", the training loop's (qgd_block.BlockEnv: K optimizer steps).
@@ -223,26 +223,6 @@ def export(source: Any, out: Path, s: QGDSettings, stats: Mapping[str, Any]) -> 
     }
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return out
-
-
-def load(folder: str | Path) -> QPolicy:
-    """A Q-gradient-descent policy exported by :func:`export` (tensors only)."""
-    folder = Path(folder)
-    try:
-        manifest = json.loads((folder / MANIFEST_FILE).read_text())
-        tensors = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ConfigError(f"Q-gradient-descent policy {folder}: cannot read it ({exc})") from None
-    if manifest.get("format") != FORMAT:
-        raise ConfigError(
-            f"{folder} is not a Q-gradient-descent policy (format {manifest.get('format')!r})"
-        )
-    return from_tensors(tensors, manifest, str(folder))
-
-
-def variant_of(policy: QPolicy) -> str:
-    """The actions' variant in a policy's manifest ("seed" when it names none)."""
-    return str((policy.manifest.get("settings") or {}).get("variant", "seed"))
 
 
 def train(
