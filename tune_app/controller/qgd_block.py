@@ -41,7 +41,15 @@ import torch
 from torch import nn
 
 from tune_app.controller.inner import InnerController, InnerSpec
-from tune_app.controller.qgd import N_FEATURES, NetProblem, action_names, finite, generate
+from tune_app.controller.qgd import (
+    N_FEATURES,
+    REWARD_CAP,
+    NetProblem,
+    action_names,
+    finite,
+    generate,
+)
+from tune_app.tasks.loop import _optimizer
 
 #: Each optimizer's reset rates (log-uniform): Adam's as ``digits_mlp``'s space,
 #: SGD's as ``cifar10_mlp``'s.
@@ -50,19 +58,16 @@ OPTIMIZERS: dict[str, tuple[float, float]] = {
     "sgd": (1e-3, 1.0),
     "momentum": (1e-4, 0.3),
 }
+#: Each one as the training loop's optimizer config (``tune_app.tasks.loop._optimizer``).
+CONFIGS: dict[str, dict[str, Any]] = {
+    "adam": {"optimizer": "adam"},
+    "sgd": {"optimizer": "sgd"},
+    "momentum": {"optimizer": "sgd", "momentum": 0.9},
+}
 BATCHES = (32, 64, 128)
 #: What the reward measures at the anchor: the cross-entropy on all the training
 #: rows (the seed's ``lr`` MDP) or on the validation rows (what a search ranks by).
 OBJECTIVES = ("train", "val")
-
-
-def make_optimizer(name: str, params: Any, lr: float) -> torch.optim.Optimizer:
-    """``name`` (:data:`OPTIMIZERS`) at rate ``lr``."""
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    if name == "momentum":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
-    return torch.optim.SGD(params, lr=lr)
 
 
 class _Agent(InnerController):
@@ -154,7 +159,8 @@ class BlockEnv(gym.Env):
         self.alpha_0 = float(math.exp(self.rng.uniform(math.log(low), math.log(high))))
         self.gen = torch.Generator().manual_seed(self.problem.seed)
         model = self.problem.model
-        self.optimizer = make_optimizer(self.optimizer_name, model.parameters(), self.alpha_0)
+        config = {**CONFIGS[self.optimizer_name], "lr": self.alpha_0}
+        self.optimizer = _optimizer(model.parameters(), config)
         self.agent = _Agent(self.inner_spec, model, self.optimizer)
         self.t, self.evaluations = 0, 0
         self._at_anchor()
@@ -170,7 +176,13 @@ class BlockEnv(gym.Env):
         self.t += 1
         truncated = self.t >= self.steps
         self._block()
-        return self._observe(), max(-100.0, min(reward, 100.0)), False, truncated, self._info()
+        return (
+            self._observe(),
+            max(-REWARD_CAP, min(reward, REWARD_CAP)),
+            False,
+            truncated,
+            self._info(),
+        )
 
     # -- what the benchmarks read (as QGDEnv's) ---------------------------------------------
     @property
