@@ -2,7 +2,7 @@
 without it, at the same epoch budget (issue 15's service-level comparison).
 
     python benchmarks/inner_service.py --policy DIR [--tasks digits_mlp,cifar10_mlp]
-        [--seeds 10] [--budget-epochs 24] [--control lr] [--data-dir DIR]
+        [--seeds 10] [--first-seed 0] [--budget-epochs 24] [--control lr] [--data-dir DIR]
 
 For every task and seed, ``random`` search runs twice through ``run_search`` (trials
 inside Tune, two at a time, one local Ray): without and with ``--inner-controller
@@ -55,6 +55,9 @@ def main() -> int:
     ap.add_argument("--control", default="lr", choices=["lr", "l2"])
     ap.add_argument("--tasks", default="digits_mlp,cifar10_mlp")
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument(
+        "--first-seed", type=int, default=0, help="seeds first..first+seeds-1 (fresh seeds)"
+    )
     ap.add_argument("--budget-epochs", type=int, default=24)
     ap.add_argument("--data-dir", default=None, help="holds cifar-10-batches-py (real data)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/inner_service.csv"))
@@ -68,6 +71,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="inner-service-"))
     data_dir, data = args.data_dir, "real"
     tasks = args.tasks.split(",")
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     if "cifar10_mlp" in tasks and data_dir is None:
         from tests.tasks.fixtures import write_cifar10
 
@@ -81,7 +85,7 @@ def main() -> int:
         if new:
             writer.writeheader()
         for task in tasks:
-            for seed in range(args.seeds):
+            for seed in seeds:
                 for arm in ("without", "with"):
                     if (task, seed, arm) in done:
                         continue
@@ -123,7 +127,7 @@ def main() -> int:
     for task in tasks:
         pairs = [
             (float(done[(task, s, "with")]["best"]), float(done[(task, s, "without")]["best"]))
-            for s in range(args.seeds)
+            for s in seeds
             if (task, s, "with") in done and (task, s, "without") in done
         ]
         if not pairs:
@@ -132,7 +136,7 @@ def main() -> int:
         wins = sum(d > 0 for d in diff)
         ties = sum(d == 0 for d in diff)
         p = 1.0 if all(d == 0 for d in diff) else float(wilcoxon(diff, zero_method="zsplit").pvalue)
-        label = done[(task, 0, "without")]["data"]
+        label = done[(task, seeds[0], "without")]["data"]
         without = statistics.mean(b for _, b in pairs)
         with_inner = statistics.mean(a for a, _ in pairs)
         print(
