@@ -120,6 +120,23 @@ def test_settings_choose_the_actions_variant_and_the_reset_rate_range() -> None:
         QGDSettings(lambda_range=0.5)
 
 
+def test_settings_choose_the_generated_nets_rows() -> None:
+    """``rows="any"`` draws l2 nets of 40-1,000 rows (the default: 40-120)."""
+    sizes = {}
+    for rows in ("default", "any"):
+        env = RLlibQGDEnv(QGDSettings("l2", rows=rows, steps=1).env_config())
+        sizes[rows] = []
+        for seed in range(12):
+            env.reset(seed=seed)
+            sizes[rows].append(len(env.problem.y_train))
+    assert all(40 <= n <= 120 for n in sizes["default"])
+    assert all(40 <= n <= 1000 for n in sizes["any"]) and max(sizes["any"]) > 120
+    with pytest.raises(ConfigError, match="rows must be one of"):
+        QGDSettings(rows="many")
+    with pytest.raises(ConfigError, match="rows applies to env 'step' only"):
+        QGDSettings(env="block", reward="log", rows="any")
+
+
 def test_the_seeds_replay_samples_only_the_recent_and_the_best_episodes() -> None:
     """Six finished episodes of returns 5, 1, 4, 2, 0, 3 (oldest first): with 2
     recent and 2 best, only the last two (0, 3) and the best others (5, 4) are

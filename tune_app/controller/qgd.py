@@ -97,6 +97,13 @@ VARIANTS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 #: Actions that move the anchor to the candidate.
 ACCEPTING = ("accept", "grow", "lower", "raise")
+#: ``QGDEnv(rows=...)``: the generated nets' training rows, low..high. ``"default"``:
+#: 40-120 for ``l2`` (nets that overfit), 200-1,000 for ``lr``; ``"any"``: 40-1,000
+#: for either (a departure for ``l2``: nets that do and nets that do not overfit).
+ROWS: dict[str, dict[str, tuple[int, int]]] = {
+    "default": {"lr": (200, 1000), "l2": (40, 120)},
+    "any": {"lr": (40, 1000), "l2": (40, 1000)},
+}
 
 
 def factor(control: str, action: str) -> float:
@@ -209,16 +216,20 @@ class NetProblem:
         return float((pred == self.y_test).float().mean())
 
 
-def generate(rng: np.random.Generator, overfit: bool = False) -> NetProblem:
+def generate(
+    rng: np.random.Generator, overfit: bool = False, rows: tuple[int, int] | None = None
+) -> NetProblem:
     """A random objective net: data, model and batch mode drawn from ``rng``.
 
     ``overfit``: few training rows (the seed's lambda experiment trains on 1,000
-    CIFAR-10 images so the net overfits within 100 steps)."""
+    CIFAR-10 images so the net overfits within 100 steps); ``rows``: draw the
+    training rows within ``low..high`` instead."""
     from sklearn.datasets import make_classification
 
     n_features = int(rng.integers(8, 65))
     classes = int(rng.integers(2, 11))
-    n_train = int(rng.integers(40, 121)) if overfit else int(rng.integers(200, 1001))
+    low, high = rows or ROWS["default"]["l2" if overfit else "lr"]
+    n_train = int(rng.integers(low, high + 1))
     seed = int(rng.integers(2**31))
     xs, ys = make_classification(
         n_samples=n_train + 500,
@@ -322,11 +333,14 @@ class QGDEnv(gym.Env):
         variant: str = "seed",
         alpha_range: float = 1.0,
         lambda_range: float = 1.0,
+        rows: str = "default",
     ) -> None:
         if control not in CONTROLS:
             raise ValueError(f"control must be one of {CONTROLS}, got {control!r}")
         if reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
+        if rows not in ROWS:
+            raise ValueError(f"rows must be one of {tuple(ROWS)}, got {rows!r}")
         self.actions = action_names(control, variant)
         check_ranges(alpha_range, lambda_range)
         self.reward, self.variant = reward, variant
@@ -335,8 +349,8 @@ class QGDEnv(gym.Env):
         self.alpha_c, self.lambda_c, self.c1, self.c2 = alpha_c, lambda_c, c1, c2
         self.alpha_0 = alpha_c  # the episode's reset rate (alpha_range draws it)
         self.lambda_0 = lambda_c  # and coefficient (lambda_range draws it)
-        # problems(rng) -> Problem; default: a generated net (few rows for l2)
-        self.problems = problems or (lambda rng: generate(rng, overfit=control == "l2"))
+        # problems(rng) -> Problem; default: a generated net with ROWS[rows] rows
+        self.problems = problems or (lambda rng: generate(rng, rows=ROWS[rows][control]))
         self.action_space = gym.spaces.Discrete(len(self.actions))
         self.observation_space = gym.spaces.Box(-1.0, 1.0, (N_FEATURES,), np.float32)
         self.rng = np.random.default_rng()

@@ -146,7 +146,8 @@ def compare(
 
 def policy_env(policy: Any) -> dict[str, Any]:
     """The seed's environment with the settings ``policy`` was trained in, as
-    :class:`QGDEnv` arguments (control, steps, memory, ``alpha_c``, ``lambda_c``),
+    :class:`QGDEnv` arguments (control, steps, memory, ``alpha_c``, ``lambda_c``,
+    the nets' ``rows``),
     or :class:`~tune_app.controller.qgd_block.BlockEnv`'s for a block policy (with
     ``env="block"``: :func:`make_env`); the baselines play it, the policy itself
     plays :func:`play`'s."""
@@ -156,7 +157,8 @@ def policy_env(policy: Any) -> dict[str, Any]:
         config.pop("variant")
         return {"env": "block", **config}
     keys = ("steps", "memory", "alpha_c", "lambda_c")
-    return {"control": policy.manifest["control"], **{k: s[k] for k in keys}}
+    own = {"control": policy.manifest["control"], **{k: s[k] for k in keys}}
+    return {**own, "rows": s.get("rows", "default")}
 
 
 def make_env(env_kwargs: Mapping[str, Any]) -> Any:

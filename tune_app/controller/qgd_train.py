@@ -38,6 +38,7 @@ from tune_app.controller.qgd import (
     CONTROLS,
     N_FEATURES,
     REWARDS,
+    ROWS,
     QGDEnv,
     action_names,
     check_ranges,
@@ -89,6 +90,7 @@ class QGDSettings:
     variant: str = "seed"  # the actions: lr "adaptive"/"grow", l2 "steer" (QGDEnv's departures)
     alpha_range: float = 1.0  # lr: each episode's reset rate within alpha_c / r .. alpha_c * r
     lambda_range: float = 1.0  # l2: the same for the coefficient's reset value lambda_c
+    rows: str = "default"  # the generated nets' training rows (qgd.ROWS)
     env: str = "step"  # ENVS; "block" plays the fields below and steps/memory/variant
     every: int = 10  # block: optimizer steps per decision (the inner controller's K)
     optimizers: str = "adam,sgd,momentum"  # block: drawn per episode (qgd_block.OPTIMIZERS)
@@ -107,6 +109,10 @@ class QGDSettings:
             raise ConfigError("env 'block' pays the log reward only: set reward=log")
         if self.env != "block" and self.objective != "train":
             raise ConfigError("objective applies to env 'block' only: set env=block")
+        if self.rows not in ROWS:
+            raise ConfigError(f"rows must be one of {tuple(ROWS)}, got {self.rows!r}")
+        if self.env == "block" and self.rows != "default":
+            raise ConfigError("rows applies to env 'step' only: drop rows or set env=step")
         try:
             action_names(self.control, self.variant)
             check_ranges(self.alpha_range, self.lambda_range)
@@ -145,6 +151,7 @@ class QGDSettings:
             "variant": self.variant,
             "alpha_range": self.alpha_range,
             "lambda_range": self.lambda_range,
+            "rows": self.rows,
         }
 
 
