@@ -14,8 +14,10 @@ a rejected step costs one objective evaluation, as an accepted one does.
   baseline) and the best of ``--grid`` fixed rates *per net* by the final
   training loss (an oracle), on ``--rows`` training rows;
 * ``l2`` (``--l2-policy``): the lambda controller in the seed's overfitting setting
-  (``--l2-rows`` 1,000 training rows) against a fixed ``lambda_c`` and the best of
-  ``--lambda-grid`` per net by the final validation error (an oracle).
+  (``--l2-rows`` 1,000 training rows) against a fixed ``lambda_c``, the best of
+  ``--lambda-grid`` per net by the final validation error (an oracle), and
+  ``lower every step`` (lambda halved after every step: a check of whether the
+  net overfits within the episode at all).
 
 It prints, per data set, each controller's mean final training loss, validation
 error, test accuracy, evaluations and accepted steps, and Q-gradient descent against each
@@ -191,6 +193,9 @@ def main() -> None:
             runs = {"qgd": qgd_eval.play(l2_policy, args.seeds, env, first, False, traces)}
             fixed = {"fixed lambda_c": qgd_eval.plain}
             runs.update(qgd_eval.compare(fixed, args.seeds, env, first, False, traces))
+            steer = {**env, "variant": "steer"}  # lambda halved at every step
+            lower = {"lower every step": qgd_eval.lower}
+            runs.update(qgd_eval.compare(lower, args.seeds, steer, first, False, traces))
             grid = [float(a) for a in args.lambda_grid.split(",")]
             runs["best fixed lambda"] = qgd_eval.best_fixed(
                 args.seeds, env, "lambda_c", grid, "val_error", first, False

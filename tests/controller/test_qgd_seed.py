@@ -81,7 +81,7 @@ def test_the_seed_benchmark_plays_every_controller_on_the_seed_net(tmp_path: Pat
     rows = [line.split("|")[1].strip() for line in proc.stdout.splitlines() if line[:2] == "| "]
     assert rows == [
         *("controller", "qgd", "plain", "armijo", "best fixed rate"),
-        *("controller", "qgd", "fixed lambda_c", "best fixed lambda"),
+        *("controller", "qgd", "fixed lambda_c", "lower every step", "best fixed lambda"),
     ]
     assert "wine (real, bundled with scikit-learn), net 13-100-50-3" in proc.stdout
     figures = sorted(p.name for p in (tmp_path / "figures").iterdir())

@@ -9,6 +9,7 @@ Every controller plays the same :class:`~tune_app.controller.qgd.QGDEnv` episode
   (``c = 1e-4``), else ``accept``;
 * ``descent``: ``half`` while the candidate's value is above the anchor's, else
   ``accept`` (a monotone heuristic: Armijo's condition with ``c = 0``);
+* ``lower`` (``l2``, with the ``steer`` actions): halve lambda after every step;
 * ``qgd``: the greedy action of a pretrained policy.
 
 Each episode reports the final anchor's value (training loss for ``lr``,
@@ -58,6 +59,13 @@ def descent(env: QGDEnv, obs: np.ndarray) -> int:
         raise ValueError("the descent heuristic controls the learning rate only")
     ok = env.candidate_value <= env.anchor_value
     return env.actions.index("accept" if ok else "half")
+
+
+def lower(env: QGDEnv, obs: np.ndarray) -> int:
+    """Halve the coefficient at every step (``l2``'s ``steer`` actions, which all
+    accept): lambda falls towards 0. A diagnostic: it beats a fixed ``lambda_c``
+    only where the net does not overfit within the episode."""
+    return env.actions.index("lower")
 
 
 def greedy(policy: Any) -> Controller:
