@@ -209,6 +209,11 @@ def main() -> None:
                 runs,
                 "val_error",
             )
+            low, fix = (
+                [r["val_error"] for r in runs[k]] for k in ("lower every step", "fixed lambda_c")
+            )
+            versus = paired(np.array(low), np.array(fix))
+            print(f"lower every step vs fixed lambda_c: val_error {versus}\n")
             if args.plot and traces:
                 _plot(args.plot / f"qgd_seed_l2_{name}.png", f"l2, {name} ({source})", traces, "l2")
     print(f"wall time: {time.perf_counter() - t0:.0f} s")

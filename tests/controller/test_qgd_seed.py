@@ -84,6 +84,7 @@ def test_the_seed_benchmark_plays_every_controller_on_the_seed_net(tmp_path: Pat
         *("controller", "qgd", "fixed lambda_c", "lower every step", "best fixed lambda"),
     ]
     assert "wine (real, bundled with scikit-learn), net 13-100-50-3" in proc.stdout
+    assert "lower every step vs fixed lambda_c: val_error " in proc.stdout
     figures = sorted(p.name for p in (tmp_path / "figures").iterdir())
     assert figures == ["qgd_seed_l2_wine.png", "qgd_seed_lr_wine.png"]
 
