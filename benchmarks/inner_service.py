@@ -14,7 +14,8 @@ of the inner controller).
 ``digits_mlp`` trains on scikit-learn's bundled digits (real data). ``cifar10_mlp``
 reads CIFAR-10's python batches from ``--data-dir``; without one it writes
 synthetic, learnable batches in the real format (the test fixtures', noisier) and
-the table says so: those numbers are not CIFAR-10's. Each row is appended to
+the table says so: those numbers are not CIFAR-10's. It ends with what the
+controller did in this run's trials (``inner_actions.py``). Each row is appended to
 ``--out`` (CSV) as soon as it is measured, and rows already there are not run again.
 """
 
@@ -143,6 +144,10 @@ def main() -> int:
             f"{task:<13}{label:<24}{len(pairs):>6}{without:>9.4f}{with_inner:>9.4f}"
             f"  {wins}/{ties}/{len(pairs) - wins - ties}, p = {p:.3g}"
         )
+    from inner_actions import summarise
+
+    print("\nwhat the controller did (this run's trials; benchmarks/inner_actions.py):")
+    print("\n".join(summarise(f"sqlite:///{tmp}/mlflow.db")))
     return 0
 
 

@@ -3,7 +3,9 @@ its checkpoint, DDP agreement, the option's errors, and a search tracked in MLfl
 
 from __future__ import annotations
 
+import importlib.util
 import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -327,6 +329,16 @@ def test_a_search_records_the_controller_in_mlflow(
     ]
     params = client.get_run(result.mlflow_run_id).data.params
     assert (params["inner_controller"], params["inner_every"]) == ("lr", "4")
+    # benchmarks/inner_actions.py reads the same store: one trial, its actions counted
+    path = Path(__file__).parents[2] / "benchmarks" / "inner_actions.py"
+    spec = importlib.util.spec_from_file_location("inner_actions", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (line,) = module.summarise(tracking_uri)
+    assert "lr controller in 1 trials; actions: " in line
+    counted = sum(int(n) for n in re.findall(r"(?:accept|half) (\d+)", line))
+    assert counted == len(steps) and "log2(last/first inner_alpha) median" in line
 
 
 class _SeriesTracker:
