@@ -95,6 +95,35 @@ def test_a_grow_policy_keeps_the_block_and_doubles_lr_and_accept_keeps_lr() -> N
     assert [round(float(s[0]), 6) for s in policy.seen] == [0.0, 0.1, 0.1, 0.0]
 
 
+def test_bounds_keep_the_rate_within_the_spaces_range() -> None:
+    """``InnerSpec.bounds`` (the space's range for ``lr``): ``grow`` stops at the
+    top, ``half`` at the bottom."""
+    model, opt = tiny()  # lr 0.1
+    actions = ["grow"] * 3 + ["half"] * 4
+    policy = Scripted("lr", actions, variant="grow")
+    spec = InnerSpec(("lr",), 2, {"lr": policy}, bounds={"lr": (0.02, 0.3)})  # type: ignore[dict-item]
+    ctl = InnerController(spec, model, opt)
+    run(model, opt, ctl, batches(), 2 * len(actions))
+    ran = [0.1, 0.2, 0.3, 0.3, 0.15, 0.075, 0.0375]  # what each block ran with
+    assert column(ctl, "inner_alpha") == pytest.approx(ran)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.02)  # 0.01875, raised to the bottom
+
+
+def test_a_search_bounds_the_controller_by_its_spaces_range(
+    small_space: Path, tmp_path: Path
+) -> None:
+    """A planned search's inner spec carries the space's range for each control."""
+    lr_dir = str(random_policy(tmp_path / "lr", "lr"))
+    plan = SearchRequest(space=small_space, inner_controller="lr", inner_policy=lr_dir).plan()
+    assert plan.inner is not None and plan.inner.bounds == {"lr": (1e-3, 0.1)}
+    fixed = small_space.read_text().replace('"lr": {"type"', '"lr0": {"type"')
+    (tmp_path / "fixed.yaml").write_text(fixed.replace('"fixed": {', '"fixed": {"lr": 0.01, '))
+    plan = SearchRequest(
+        space=tmp_path / "fixed.yaml", inner_controller="lr", inner_policy=lr_dir
+    ).plan()
+    assert plan.inner is not None and plan.inner.bounds == {}  # a fixed lr: unbounded
+
+
 def test_up_raises_the_weight_decay_from_the_anchor() -> None:
     model, opt = tiny(wd=0.01)
     ctl = InnerController(

@@ -116,6 +116,9 @@ class InnerSpec:
     policies: Mapping[str, QPolicy] = field(default_factory=dict)
     variants: Mapping[str, str] = field(default_factory=dict)
     history: int | None = None
+    #: Each control's lowest and highest value (the search space's range for ``lr``
+    #: or ``weight_decay``); a control without bounds is unbounded.
+    bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def memory(self) -> int:
@@ -298,12 +301,24 @@ class InnerController:
             self._restore_anchor()
             for c, a in actions.items():
                 self.multiplier[c] *= factor(c, a)
+        for c in self.spec.bounds:
+            self._bound(c)
         self._apply()
         row = {"step": float(self.step), ALPHA: self.used["lr"], LAMBDA: self.used["weight_decay"]}
         row.update({action_key(c): CODES[a] for c, a in actions.items()})
         self.history.append(row)
         self.anchor_step = self.step
         self.block_first, self.block_sum, self.block_n = 0.0, 0.0, 0
+
+    def _bound(self, control: str) -> None:
+        """Keep ``control``'s value (of the first param group) within its bounds,
+        widened to hold the trial's own reset value."""
+        base = self.reset.get(control, [0.0])[0]
+        if base <= 0:
+            return
+        low, high = self.spec.bounds[control]
+        low, high = min(low, base), max(high, base)
+        self.multiplier[control] = min(max(self.multiplier[control], low / base), high / base)
 
     def _actions(self, observations: Mapping[str, np.ndarray]) -> dict[str, str]:
         """Each control's greedy action (rank 0's, broadcast over DDP ranks)."""

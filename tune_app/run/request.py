@@ -320,7 +320,13 @@ class SearchRequest:
                 f"--inner-controller l2 scales weight_decay, which {sp.source} neither "
                 f"searches nor fixes; add weight_decay to its params or fixed"
             )
-        return spec
+        # The controller keeps a searched value within the space's range for it.
+        bounds = {}
+        for c in spec.controls:
+            p = next((q for q in sp.params if q.name == inner.KEYS[c]), None)
+            if p is not None and p.low is not None and p.high is not None:
+                bounds[c] = (float(p.low), float(p.high))
+        return dataclasses.replace(spec, bounds=bounds)
 
     def _check_budget(
         self, strat: registry.Strategy, sp: SearchSpace, k_opts: dict[str, Any]
