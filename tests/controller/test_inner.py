@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -426,3 +427,22 @@ def test_per_step_metrics_are_logged_once_at_their_optimizer_steps(tmp_path: Pat
         ("trial-001", "inner_alpha", 4),
         ("trial-001", "inner_alpha", 8),
     ]
+
+
+def test_a_constant_policy_takes_its_one_action_whatever_the_features(tmp_path: Path) -> None:
+    """benchmarks/constant_policy.py: the inner controller's fixed-rule baseline."""
+    path = Path(__file__).parents[2] / "benchmarks" / "constant_policy.py"
+    spec = importlib.util.spec_from_file_location("constant_policy", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    like = random_policy(tmp_path / "like", "lr", variant="grow")
+    out = module.write(like, "grow", tmp_path / "grow")
+    policy = resolve("lr", 10, str(out)).policies["lr"]
+    rng = np.random.default_rng(0)
+    chosen = {
+        int(policy.q_values(rng.uniform(-1, 1, 6).astype(np.float32)).argmax()) for _ in range(50)
+    }
+    assert chosen == {2} and policy.manifest["constant_action"] == "grow"
+    with pytest.raises(SystemExit, match="chooses among half, accept, grow"):
+        module.write(like, "up", tmp_path / "up")
