@@ -282,6 +282,16 @@ def test_bad_inner_options_are_one_line_errors(options: dict[str, Any], needle: 
     assert "\n" not in str(err.value)
 
 
+def test_the_shipped_lr_policy_is_the_default() -> None:
+    """``weights/qgd_lr`` (b1: grow actions, pretrained on the training loop's blocks)
+    is what ``--inner-controller lr`` uses without ``--inner-policy``."""
+    plan = SearchRequest(inner_controller="lr").plan()  # digits_mlp
+    assert plan.inner is not None and plan.inner.bounds == {"lr": (1e-4, 0.3)}
+    policy = plan.inner.policies["lr"]
+    assert plan.inner.actions("lr") == ("half", "accept", "grow")
+    assert policy.manifest["settings"]["env"] == "block"
+
+
 def test_planning_checks_the_policies_and_the_space(tmp_path: Path) -> None:
     lr_dir = str(random_policy(tmp_path / "lr", "lr"))
     with pytest.raises(ConfigError, match="pass --inner-policy DIR"):
