@@ -43,7 +43,10 @@ def summarise(tracking_uri: str) -> list[str]:
                     continue
                 history = client.get_metric_history(run.info.run_id, action_key(control))
                 actions.update(NAMES.get(m.value, str(m.value)) for m in history)
-                values = sorted(client.get_metric_history(run.info.run_id, value_key), key=_step)
+                values = sorted(
+                    client.get_metric_history(run.info.run_id, value_key),
+                    key=lambda m: (m.step, m.timestamp),
+                )
                 if values and values[0].value > 0 and values[-1].value > 0:
                     moves.append(math.log2(values[-1].value / values[0].value))
             if not moves:
@@ -55,10 +58,6 @@ def summarise(tracking_uri: str) -> list[str]:
                 f"range {min(moves):+.1f} .. {max(moves):+.1f}"
             )
     return lines
-
-
-def _step(metric: object) -> tuple[int, int]:
-    return (getattr(metric, "step", 0), getattr(metric, "timestamp", 0))
 
 
 def main() -> int:

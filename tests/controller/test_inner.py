@@ -28,6 +28,16 @@ from tune_app.run.request import SearchRequest
 from tune_app.tasks.loop import STATE_FILE, TrialSpec, train
 
 
+def _benchmark(name: str) -> Any:
+    """``benchmarks/<name>.py`` as a module (the benchmarks are scripts, not a package)."""
+    path = Path(__file__).parents[2] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run(model: nn.Module, opt: Any, ctl: InnerController, data: Iterator, steps: int) -> float:
     loss = torch.zeros(())
     for _ in range(steps):
@@ -370,12 +380,7 @@ def test_a_search_records_the_controller_in_mlflow(
     params = client.get_run(result.mlflow_run_id).data.params
     assert (params["inner_controller"], params["inner_every"]) == ("lr", "4")
     # benchmarks/inner_actions.py reads the same store: one trial, its actions counted
-    path = Path(__file__).parents[2] / "benchmarks" / "inner_actions.py"
-    spec = importlib.util.spec_from_file_location("inner_actions", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    (line,) = module.summarise(tracking_uri)
+    (line,) = _benchmark("inner_actions").summarise(tracking_uri)
     assert "lr controller in 1 trials; actions: " in line
     counted = sum(int(n) for n in re.findall(r"(?:accept|half) (\d+)", line))
     assert counted == len(steps) and "log2(last/first inner_alpha) median" in line
@@ -441,11 +446,7 @@ def test_per_step_metrics_are_logged_once_at_their_optimizer_steps(tmp_path: Pat
 
 def test_a_constant_policy_takes_its_one_action_whatever_the_features(tmp_path: Path) -> None:
     """benchmarks/constant_policy.py: the inner controller's fixed-rule baseline."""
-    path = Path(__file__).parents[2] / "benchmarks" / "constant_policy.py"
-    spec = importlib.util.spec_from_file_location("constant_policy", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _benchmark("constant_policy")
     like = random_policy(tmp_path / "like", "lr", variant="grow")
     out = module.write(like, "grow", tmp_path / "grow")
     policy = resolve("lr", 10, str(out)).policies["lr"]

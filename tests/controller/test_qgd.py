@@ -14,6 +14,7 @@ import torch
 from tune_app.controller.qgd import (
     ACTIONS,
     N_FEATURES,
+    ROWS,
     VARIANTS,
     QGDEnv,
     action_names,
@@ -235,7 +236,7 @@ def test_accepting_every_step_is_plain_gradient_descent_and_it_learns(seed: int)
 
 def test_generated_nets_differ_and_overfit_nets_have_few_rows() -> None:
     rng = np.random.default_rng(0)
-    a, b = generate(rng), generate(rng, overfit=True)
+    a, b = generate(rng), generate(rng, ROWS["default"]["l2"])
     assert a.x_train.shape != b.x_train.shape or a.model != b.model
     assert len(b.y_train) <= 120 and len(b.y_val) == 500
 

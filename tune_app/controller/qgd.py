@@ -217,19 +217,15 @@ class NetProblem:
         return float((pred == self.y_test).float().mean())
 
 
-def generate(
-    rng: np.random.Generator, overfit: bool = False, rows: tuple[int, int] | None = None
-) -> NetProblem:
-    """A random objective net: data, model and batch mode drawn from ``rng``.
-
-    ``overfit``: few training rows (the seed's lambda experiment trains on 1,000
-    CIFAR-10 images so the net overfits within 100 steps); ``rows``: draw the
-    training rows within ``low..high`` instead."""
+def generate(rng: np.random.Generator, rows: tuple[int, int] = ROWS["default"]["lr"]) -> NetProblem:
+    """A random objective net: data, model and batch mode drawn from ``rng``, with
+    ``low..high`` training rows (:data:`ROWS`; few for ``l2``: the seed's lambda
+    experiment trains on 1,000 CIFAR-10 images so the net overfits within 100 steps)."""
     from sklearn.datasets import make_classification
 
     n_features = int(rng.integers(8, 65))
     classes = int(rng.integers(2, 11))
-    low, high = rows or ROWS["default"]["l2" if overfit else "lr"]
+    low, high = rows
     n_train = int(rng.integers(low, high + 1))
     seed = int(rng.integers(2**31))
     xs, ys = make_classification(
