@@ -302,10 +302,22 @@ def test_the_shipped_lr_policy_is_the_default() -> None:
     assert policy.manifest["settings"]["env"] == "block"
 
 
-def test_planning_checks_the_policies_and_the_space(tmp_path: Path) -> None:
+def test_the_shipped_l2_policy_is_the_default() -> None:
+    """``weights/qgd_l2`` (s32: steer actions, never rejects a step) is what
+    ``--inner-controller l2`` uses without ``--inner-policy``, bounded by the space."""
+    plan = SearchRequest(space="cifar10_mlp", inner_controller="l2").plan()
+    assert plan.inner is not None and plan.inner.bounds == {"l2": (1e-6, 1e-2)}
+    assert plan.inner.actions("l2") == ("lower", "accept", "raise")
+    assert plan.inner.policies["l2"].manifest["settings"]["lambda_range"] == 32
+
+
+def test_planning_checks_the_policies_and_the_space(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     lr_dir = str(random_policy(tmp_path / "lr", "lr"))
+    monkeypatch.setattr("tune_app.controller.inner.WEIGHTS", tmp_path / "none")
     with pytest.raises(ConfigError, match="pass --inner-policy DIR"):
-        SearchRequest(inner_controller="l2").plan()  # nothing shipped for l2
+        SearchRequest(inner_controller="l2").plan()  # no policy shipped in WEIGHTS
     with pytest.raises(ConfigError, match="controls 'lr'; give one policy for each of l2"):
         SearchRequest(inner_controller="l2", inner_policy=lr_dir).plan()
     with pytest.raises(ConfigError, match="has no policy for l2"):
