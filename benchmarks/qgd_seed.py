@@ -1,7 +1,7 @@
 """The seed's experiment: Q-gradient descent on the 3072-100-50-10 sigmoid MLP.
 
     python benchmarks/qgd_seed.py --lr-policy DIR [--l2-policy DIR] [--seeds 10] [--first-seed 0]
-        [--data cifar10,digits,breast_cancer,wine] [--data-dir DIR] [--plot DIR]
+        [--data cifar10,digits,breast_cancer,wine] [--data-dir DIR] [--inputs pixels] [--plot DIR]
 
 The objective net of seed 001 (:mod:`tune_app.controller.qgd_seed`): an
 ``inputs-100-50-classes`` MLP with sigmoid hidden layers, plain full-batch gradient
@@ -33,7 +33,9 @@ in its first episode (the seed's "adjusting pattern" figures).
 ``cifar10`` reads CIFAR-10's python batches from ``--data-dir``; without one it
 writes synthetic batches in the real format (``inner_service``'s noisy fixtures)
 and the table says so: those numbers are not CIFAR-10's. ``digits``,
-``breast_cancer`` and ``wine`` are scikit-learn's bundled real data sets.
+``breast_cancer`` and ``wine`` are scikit-learn's bundled real data sets. Inputs are
+standardised; ``--inputs pixels`` keeps the image sets' own scale (``cifar10``,
+``digits``: pixels / 255, / 16), where plain descent is slower.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from inner_service import SYNTHETIC_NOISE  # noqa: E402
 from qgd_controller import paired  # noqa: E402
 
 from tune_app.controller import qgd_eval  # noqa: E402
-from tune_app.controller.qgd_seed import DATASETS, load_data, seed_problems  # noqa: E402
+from tune_app.controller.qgd_seed import DATASETS, INPUTS, load_data, seed_problems  # noqa: E402
 from tune_app.controller.qgd_train import load  # noqa: E402
 
 
@@ -136,6 +138,7 @@ def main() -> None:
     )
     ap.add_argument("--data", default=",".join(DATASETS))
     ap.add_argument("--data-dir", type=Path, default=None, help="holds cifar-10-batches-py")
+    ap.add_argument("--inputs", default=INPUTS[0], choices=INPUTS, help="how inputs are scaled")
     ap.add_argument("--rows", type=int, default=2000, help="training rows per lr episode")
     ap.add_argument("--l2-rows", type=int, default=1000, help="training rows per l2 episode")
     ap.add_argument(
@@ -162,8 +165,11 @@ def main() -> None:
     l2_policy = load(args.l2_policy) if args.l2_policy is not None else None
     t0 = time.perf_counter()
     for name in names:
-        data = load_data(name, data_dir)
+        data = load_data(name, data_dir, args.inputs)
         source = cifar_source if name == "cifar10" else "real, bundled with scikit-learn"
+        tag = name
+        if args.inputs != INPUTS[0]:
+            source, tag = f"{source}; inputs {args.inputs}", f"{name}_{args.inputs}"
         shape = f"{data.x_pool.shape[1]}-100-50-{data.classes}"
         if lr_policy is not None:
             env = qgd_eval.policy_env(lr_policy)
@@ -186,7 +192,7 @@ def main() -> None:
                 "loss",
             )
             if args.plot and traces:
-                _plot(args.plot / f"qgd_seed_lr_{name}.png", f"lr, {name} ({source})", traces, "lr")
+                _plot(args.plot / f"qgd_seed_lr_{tag}.png", f"lr, {name} ({source})", traces, "lr")
         if l2_policy is not None:
             env = {**qgd_eval.policy_env(l2_policy), "problems": seed_problems(data, args.l2_rows)}
             traces = {} if args.plot else None
@@ -215,7 +221,7 @@ def main() -> None:
             versus = paired(np.array(low), np.array(fix))
             print(f"lower every step vs fixed lambda_c: val_error {versus}\n")
             if args.plot and traces:
-                _plot(args.plot / f"qgd_seed_l2_{name}.png", f"l2, {name} ({source})", traces, "l2")
+                _plot(args.plot / f"qgd_seed_l2_{tag}.png", f"l2, {name} ({source})", traces, "l2")
     print(f"wall time: {time.perf_counter() - t0:.0f} s")
 
 

@@ -56,6 +56,21 @@ def test_cifar10_format_batches_feed_a_3072_input_net_and_plain_descent_learns(
     assert out["evaluations"] == 30 + 3 + 1  # steps, memory - 1 warm-up, anchor, first
 
 
+def test_pixel_inputs_keep_the_images_scale(tmp_path: Path) -> None:
+    """``inputs="pixels"``: digits / 16 and CIFAR-10 / 255, in [0, 1], the same rows
+    as standardised; a data set without pixels, or an unknown scaling: one-line errors."""
+    pixels, standard = load_data("digits", inputs="pixels"), load_data("digits")
+    assert float(pixels.x_pool.min()) == 0.0 and float(pixels.x_pool.max()) == 1.0
+    assert float(pixels.x_test.max()) <= 1.0 and torch.equal(pixels.y_pool, standard.y_pool)
+    raw = load_data("cifar10", write_cifar10(tmp_path, per_batch=40), inputs="pixels")
+    assert float(raw.x_pool.min()) >= 0.0 and float(raw.x_pool.max()) <= 1.0
+    with pytest.raises(ConfigError, match="use inputs='standardised'") as err:
+        load_data("wine", inputs="pixels")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="inputs must be one of standardised, pixels"):
+        load_data("digits", inputs="raw")
+
+
 def _policy(folder: Path, control: str) -> Path:
     random_policy(folder, control)
     manifest = json.loads((folder / "manifest.json").read_text())

@@ -17,6 +17,10 @@ accuracy) are fixed per data set. Data sets (:data:`DATASETS`):
 * ``digits``, ``breast_cancer``, ``wine``: the real data sets that ship with
   scikit-learn, standardised by the pool's statistics.
 
+``inputs="pixels"`` (image sets only: ``cifar10``, ``digits``) keeps the images' own
+scale instead, divided by the largest pixel value (255, 16) into [0, 1], as the
+seed's CIFAR-10 pixels are read (the seed does not say it standardises).
+
 Pretraining never sees these nets (it draws :func:`~tune_app.controller.qgd.generate`'s).
 """
 
@@ -34,6 +38,9 @@ from tune_app.controller.qgd import NetProblem
 from tune_app.errors import ConfigError
 
 DATASETS = ("cifar10", "digits", "breast_cancer", "wine")
+#: How inputs are scaled: per-feature standardisation, or pixels / their largest value.
+INPUTS = ("standardised", "pixels")
+PIXEL_MAX = {"cifar10": 255.0, "digits": 16.0}
 HIDDEN = (100, 50)  # the seed's objective net
 VAL_ROWS, TEST_ROWS = 1000, 2000  # at most; small data sets: a quarter each
 SPLIT_SEED = 20160101
@@ -53,15 +60,17 @@ class SeedData:
     classes: int
 
 
-def _cifar10(data_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _cifar10(
+    data_dir: Path, standardise: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     from tune_app.tasks.cifar10_mlp import CIFAR10MLP, load_cifar10
 
-    mean = torch.tensor(CIFAR10MLP.mean).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR10MLP.std).view(1, 3, 1, 1)
+    mean = torch.tensor(CIFAR10MLP.mean).view(1, 3, 1, 1) if standardise else 0.0
+    std = torch.tensor(CIFAR10MLP.std).view(1, 3, 1, 1) if standardise else 1.0
 
     def flat(train: bool) -> tuple[np.ndarray, np.ndarray]:
         x, y = load_cifar10(data_dir, train=train)
-        x = ((x.float() / 255 - mean) / std).reshape(len(x), -1)
+        x = ((x.float() / PIXEL_MAX["cifar10"] - mean) / std).reshape(len(x), -1)
         return x.numpy(), y.numpy()
 
     x, y = flat(True)
@@ -81,15 +90,24 @@ def _sklearn(name: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64)
 
 
-def load_data(name: str, data_dir: Path | None = None) -> SeedData:
-    """Data set ``name`` split (seeded) into pool, validation and test rows."""
+def load_data(name: str, data_dir: Path | None = None, inputs: str = "standardised") -> SeedData:
+    """Data set ``name`` split (seeded) into pool, validation and test rows, its
+    inputs scaled as ``inputs`` says (:data:`INPUTS`)."""
     if name not in DATASETS:
         raise ConfigError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+    if inputs not in INPUTS:
+        raise ConfigError(f"inputs must be one of {', '.join(INPUTS)}; got {inputs!r}")
+    if inputs == "pixels" and name not in PIXEL_MAX:
+        raise ConfigError(
+            f"inputs='pixels' is for the image data sets ({', '.join(PIXEL_MAX)}); "
+            f"{name!r} has no pixels: use inputs='standardised'"
+        )
+    standardise = inputs == "standardised"
     rng = np.random.default_rng(SPLIT_SEED)
     if name == "cifar10":
         if data_dir is None:
             raise ConfigError("the cifar10 data set needs a data directory (data_dir)")
-        x, y, x_test, y_test = _cifar10(data_dir)
+        x, y, x_test, y_test = _cifar10(data_dir, standardise)
         order = rng.permutation(len(y))
         n_val = min(VAL_ROWS, len(y) // 5)
         val, pool = order[:n_val], order[n_val:]
@@ -101,8 +119,11 @@ def load_data(name: str, data_dir: Path | None = None) -> SeedData:
         quarter = len(y) // 4
         test, val, pool = order[:quarter], order[quarter : 2 * quarter], order[2 * quarter :]
         x_test, y_test = x[test], y[test]
-        mean, std = x[pool].mean(0), x[pool].std(0) + 1e-6
-        x, x_test = (x - mean) / std, (x_test - mean) / std
+        if standardise:
+            mean, std = x[pool].mean(0), x[pool].std(0) + 1e-6
+            x, x_test = (x - mean) / std, (x_test - mean) / std
+        else:
+            x, x_test = x / PIXEL_MAX[name], x_test / PIXEL_MAX[name]
 
     def t(a: np.ndarray, long: bool = False) -> torch.Tensor:
         return torch.tensor(a, dtype=torch.long if long else torch.float32)
