@@ -18,8 +18,8 @@ accuracy) are fixed per data set. Data sets (:data:`DATASETS`):
   scikit-learn, standardised by the pool's statistics.
 
 ``inputs="pixels"`` (image sets only: ``cifar10``, ``digits``) keeps the images' own
-scale instead, divided by the largest pixel value (255, 16) into [0, 1], as the
-seed's CIFAR-10 pixels are read (the seed does not say it standardises).
+scale instead, divided by the largest pixel value (255, 16) into [0, 1] (the seed
+does not say whether it standardises its CIFAR-10 pixels).
 
 Pretraining never sees these nets (it draws :func:`~tune_app.controller.qgd.generate`'s).
 """
