@@ -65,13 +65,15 @@ def _cifar10(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     from tune_app.tasks.cifar10_mlp import CIFAR10MLP, load_cifar10
 
-    mean = torch.tensor(CIFAR10MLP.mean).view(1, 3, 1, 1) if standardise else 0.0
-    std = torch.tensor(CIFAR10MLP.std).view(1, 3, 1, 1) if standardise else 1.0
+    mean = torch.tensor(CIFAR10MLP.mean).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR10MLP.std).view(1, 3, 1, 1)
 
     def flat(train: bool) -> tuple[np.ndarray, np.ndarray]:
         x, y = load_cifar10(data_dir, train=train)
-        x = ((x.float() / PIXEL_MAX["cifar10"] - mean) / std).reshape(len(x), -1)
-        return x.numpy(), y.numpy()
+        x = x.float() / PIXEL_MAX["cifar10"]
+        if standardise:
+            x = (x - mean) / std
+        return x.reshape(len(x), -1).numpy(), y.numpy()
 
     x, y = flat(True)
     x_test, y_test = flat(False)
