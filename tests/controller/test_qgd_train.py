@@ -137,6 +137,29 @@ def test_settings_choose_the_generated_nets_rows() -> None:
         QGDSettings(env="block", reward="log", rows="any")
 
 
+def test_settings_choose_the_generated_nets_inputs() -> None:
+    """``inputs="unit"`` scales every feature into [0, 1] (the default standardises);
+    ``"any"`` draws either per episode, and the default's nets are unchanged by it."""
+    lows, highs, means = {}, {}, {}
+    for inputs in ("standardised", "unit", "any"):
+        env = RLlibQGDEnv(QGDSettings(inputs=inputs, steps=1).env_config())
+        found = []
+        for seed in range(12):
+            env.reset(seed=seed)
+            x = torch.cat([env.problem.x_train, env.problem.x_val])
+            found.append((float(x.min()), float(x.max()), float(x.mean())))
+        lows[inputs], highs[inputs], means[inputs] = zip(*found, strict=True)
+    assert min(lows["unit"]) >= 0.0 and max(highs["unit"]) <= 1.0
+    assert all(abs(m) < 1e-3 for m in means["standardised"])
+    assert min(lows["standardised"]) < -1.0  # not in [0, 1]
+    kinds = {low >= 0.0 for low in lows["any"]}
+    assert kinds == {True, False}  # both scalings occur
+    with pytest.raises(ConfigError, match="inputs must be one of"):
+        QGDSettings(inputs="pixels")
+    with pytest.raises(ConfigError, match="inputs applies to env 'step' only"):
+        QGDSettings(env="block", reward="log", inputs="unit")
+
+
 def test_the_seeds_replay_samples_only_the_recent_and_the_best_episodes() -> None:
     """Six finished episodes of returns 5, 1, 4, 2, 0, 3 (oldest first): with 2
     recent and 2 best, only the last two (0, 3) and the best others (5, 4) are

@@ -105,6 +105,11 @@ ROWS: dict[str, dict[str, tuple[int, int]]] = {
     "default": {"lr": (200, 1000), "l2": (40, 120)},
     "any": {"lr": (40, 1000), "l2": (40, 1000)},
 }
+#: ``QGDEnv(inputs=...)``: how the generated nets' features are scaled.
+#: ``"standardised"``: zero mean, unit variance; ``"unit"``: each feature in [0, 1],
+#: as images' pixels are (the seed's regime: a sigmoid net on such inputs starts on
+#: a plateau); ``"any"``: either, drawn per episode (a departure).
+NET_INPUTS = ("standardised", "unit", "any")
 
 
 def factor(control: str, action: str) -> float:
@@ -217,10 +222,15 @@ class NetProblem:
         return float((pred == self.y_test).float().mean())
 
 
-def generate(rng: np.random.Generator, rows: tuple[int, int] = ROWS["default"]["lr"]) -> NetProblem:
+def generate(
+    rng: np.random.Generator,
+    rows: tuple[int, int] = ROWS["default"]["lr"],
+    inputs: str = NET_INPUTS[0],
+) -> NetProblem:
     """A random objective net: data, model and batch mode drawn from ``rng``, with
     ``low..high`` training rows (:data:`ROWS`; few for ``l2``: the seed's lambda
-    experiment trains on 1,000 CIFAR-10 images so the net overfits within 100 steps)."""
+    experiment trains on 1,000 CIFAR-10 images so the net overfits within 100 steps)
+    and features scaled as ``inputs`` says (:data:`NET_INPUTS`)."""
     from sklearn.datasets import make_classification
 
     n_features = int(rng.integers(8, 65))
@@ -237,7 +247,12 @@ def generate(rng: np.random.Generator, rows: tuple[int, int] = ROWS["default"]["
         flip_y=float(rng.uniform(0.0, 0.1)),
         random_state=seed,
     )
-    xs = (xs - xs.mean(0)) / (xs.std(0) + 1e-9)
+    if inputs == "any":  # the only case that draws one more number from rng
+        inputs = NET_INPUTS[int(rng.integers(2))]
+    if inputs == "unit":
+        xs = (xs - xs.min(0)) / (xs.max(0) - xs.min(0) + 1e-9)
+    else:
+        xs = (xs - xs.mean(0)) / (xs.std(0) + 1e-9)
     x = torch.tensor(xs, dtype=torch.float32)
     y = torch.tensor(ys, dtype=torch.long)
     torch.manual_seed(seed)
@@ -331,6 +346,7 @@ class QGDEnv(gym.Env):
         alpha_range: float = 1.0,
         lambda_range: float = 1.0,
         rows: str = "default",
+        inputs: str = NET_INPUTS[0],
     ) -> None:
         if control not in CONTROLS:
             raise ValueError(f"control must be one of {CONTROLS}, got {control!r}")
@@ -338,6 +354,8 @@ class QGDEnv(gym.Env):
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
         if rows not in ROWS:
             raise ValueError(f"rows must be one of {tuple(ROWS)}, got {rows!r}")
+        if inputs not in NET_INPUTS:
+            raise ValueError(f"inputs must be one of {NET_INPUTS}, got {inputs!r}")
         self.actions = action_names(control, variant)
         check_ranges(alpha_range, lambda_range)
         self.reward, self.variant = reward, variant
@@ -347,7 +365,9 @@ class QGDEnv(gym.Env):
         self.alpha_0 = alpha_c  # the episode's reset rate (alpha_range draws it)
         self.lambda_0 = lambda_c  # and coefficient (lambda_range draws it)
         # problems(rng) -> Problem; default: a generated net with ROWS[rows] rows
-        self.problems = problems or (lambda rng: generate(rng, rows=ROWS[rows][control]))
+        self.problems = problems or (
+            lambda rng: generate(rng, rows=ROWS[rows][control], inputs=inputs)
+        )
         self.action_space = gym.spaces.Discrete(len(self.actions))
         self.observation_space = gym.spaces.Box(-1.0, 1.0, (N_FEATURES,), np.float32)
         self.rng = np.random.default_rng()

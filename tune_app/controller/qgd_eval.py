@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from tune_app.controller.qgd import ACCEPTING, QGDEnv
+from tune_app.controller.qgd import ACCEPTING, NET_INPUTS, QGDEnv
 from tune_app.controller.qgd_train import QGDSettings, variant_of
 
 HELD_OUT = 1_000_000
@@ -155,7 +155,7 @@ def compare(
 def policy_env(policy: Any) -> dict[str, Any]:
     """The seed's environment with the settings ``policy`` was trained in, as
     :class:`QGDEnv` arguments (control, steps, memory, ``alpha_c``, ``lambda_c``,
-    the nets' ``rows``),
+    the nets' ``rows`` and ``inputs``),
     or :class:`~tune_app.controller.qgd_block.BlockEnv`'s for a block policy (with
     ``env="block"``: :func:`make_env`); the baselines play it, the policy itself
     plays :func:`play`'s."""
@@ -166,7 +166,7 @@ def policy_env(policy: Any) -> dict[str, Any]:
         return {"env": "block", **config}
     keys = ("steps", "memory", "alpha_c", "lambda_c")
     own = {"control": policy.manifest["control"], **{k: s[k] for k in keys}}
-    return {**own, "rows": s.get("rows", "default")}
+    return {**own, "rows": s.get("rows", "default"), "inputs": s.get("inputs", NET_INPUTS[0])}
 
 
 def make_env(env_kwargs: Mapping[str, Any]) -> Any:

@@ -37,6 +37,7 @@ from tune_app.controller.policy import MANIFEST_FILE, WEIGHTS_FILE
 from tune_app.controller.qgd import (
     CONTROLS,
     N_FEATURES,
+    NET_INPUTS,
     REWARDS,
     ROWS,
     QGDEnv,
@@ -91,6 +92,7 @@ class QGDSettings:
     alpha_range: float = 1.0  # lr: each episode's reset rate within alpha_c / r .. alpha_c * r
     lambda_range: float = 1.0  # l2: the same for the coefficient's reset value lambda_c
     rows: str = "default"  # the generated nets' training rows (qgd.ROWS)
+    inputs: str = "standardised"  # the generated nets' feature scaling (qgd.NET_INPUTS)
     env: str = "step"  # ENVS; "block" plays the fields below and steps/memory/variant
     every: int = 10  # block: optimizer steps per decision (the inner controller's K)
     optimizers: str = "adam,sgd,momentum"  # block: drawn per episode (qgd_block.OPTIMIZERS)
@@ -113,6 +115,10 @@ class QGDSettings:
             raise ConfigError(f"rows must be one of {tuple(ROWS)}, got {self.rows!r}")
         if self.env == "block" and self.rows != "default":
             raise ConfigError("rows applies to env 'step' only: drop rows or set env=step")
+        if self.inputs not in NET_INPUTS:
+            raise ConfigError(f"inputs must be one of {NET_INPUTS}, got {self.inputs!r}")
+        if self.env == "block" and self.inputs != NET_INPUTS[0]:
+            raise ConfigError("inputs applies to env 'step' only: drop inputs or set env=step")
         try:
             action_names(self.control, self.variant)
             check_ranges(self.alpha_range, self.lambda_range)
@@ -152,6 +158,7 @@ class QGDSettings:
             "alpha_range": self.alpha_range,
             "lambda_range": self.lambda_range,
             "rows": self.rows,
+            "inputs": self.inputs,
         }
 
 
