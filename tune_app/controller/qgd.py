@@ -62,7 +62,8 @@ improvement, whatever the net's loss scale; capped at ``REWARD_CAP`` either way.
 Objective nets are generated on the fly (:func:`generate`): logistic models and
 MLPs with one or two sigmoid or ReLU hidden layers on synthetic classification
 data (scikit-learn's ``make_classification``), full batch or mini-batch, seeded,
-with :data:`ROWS` training rows. None of the project's evaluation data (digits,
+with :data:`ROWS` training rows and features scaled as :data:`NET_INPUTS` says
+(standardised by default). None of the project's evaluation data (digits,
 CIFAR-10, MNIST) is used.
 ``info["evaluations"]`` counts objective evaluations (one per step, a rejected
 step included) and ``info["gradients"]`` gradient evaluations, for honest
