@@ -139,7 +139,7 @@ def test_settings_choose_the_generated_nets_rows() -> None:
 
 def test_settings_choose_the_generated_nets_inputs() -> None:
     """``inputs="unit"`` scales every feature into [0, 1] (the default standardises);
-    ``"any"`` draws either per episode, and the default's nets are unchanged by it."""
+    ``"any"`` draws either per episode."""
     lows, highs, means = {}, {}, {}
     for inputs in ("standardised", "unit", "any"):
         env = RLlibQGDEnv(QGDSettings(inputs=inputs, steps=1).env_config())

@@ -92,7 +92,7 @@ class QGDSettings:
     alpha_range: float = 1.0  # lr: each episode's reset rate within alpha_c / r .. alpha_c * r
     lambda_range: float = 1.0  # l2: the same for the coefficient's reset value lambda_c
     rows: str = "default"  # the generated nets' training rows (qgd.ROWS)
-    inputs: str = "standardised"  # the generated nets' feature scaling (qgd.NET_INPUTS)
+    inputs: str = NET_INPUTS[0]  # the generated nets' feature scaling (qgd.NET_INPUTS)
     env: str = "step"  # ENVS; "block" plays the fields below and steps/memory/variant
     every: int = 10  # block: optimizer steps per decision (the inner controller's K)
     optimizers: str = "adam,sgd,momentum"  # block: drawn per episode (qgd_block.OPTIMIZERS)
