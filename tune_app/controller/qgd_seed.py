@@ -92,7 +92,7 @@ def _sklearn(name: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64)
 
 
-def load_data(name: str, data_dir: Path | None = None, inputs: str = "standardised") -> SeedData:
+def load_data(name: str, data_dir: Path | None = None, inputs: str = INPUTS[0]) -> SeedData:
     """Data set ``name`` split (seeded) into pool, validation and test rows, its
     inputs scaled as ``inputs`` says (:data:`INPUTS`)."""
     if name not in DATASETS:
